@@ -1,0 +1,198 @@
+"Neighborhood attention: the pure-PyTorch na2d against NATTEN, the dense reference and finite differences."
+import itertools, warnings
+import pytest
+import torch
+from hdit_edu import neighborhood as nb
+from hdit_edu.neighborhood import na2d, na2d_dense, neighborhood_mask, window_indices, set_backend
+
+
+def _natten():
+    try:
+        import natten.functional as nf
+        return nf
+    except Exception as e:
+        pytest.skip(f"NATTEN is not installed ({e}); `pip install --no-build-isolation natten==0.21.7` to run this")
+
+
+def _qkv(shape, dtype=torch.float32, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g, dtype=dtype).requires_grad_(kw.get('requires_grad', False))
+            for _ in range(3)]
+
+
+# kernel sizes 3..9 x dilations 1..3, non-square maps a little larger than kernel*dilation (NATTEN's CPU path
+# fails when the kernel covers the whole map), head dims cycling through 8, 16, 32, 64.
+NATTEN_CASES = [(ks, d, (ks * d + 1 + (i % 3), ks * d + 3 + 2 * (i % 2)), [8, 16, 32, 64][i % 4])
+                for i, (ks, d) in enumerate(itertools.product([3, 5, 7, 9], [1, 2, 3]))]
+
+
+@pytest.mark.parametrize('ks,dil,hw,hd', NATTEN_CASES)
+def test_na2d_matches_natten_cpu_forward(ks, dil, hw, hd):
+    nf = _natten()
+    q, k, v = _qkv((2, *hw, 2, hd), seed=ks * 10 + dil)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ref = nf.na2d(q, k, v, kernel_size=ks, dilation=dil)
+    out = na2d(q, k, v, ks, dil, backend='torch')
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+
+
+def test_na2d_matches_natten_with_scale():
+    nf = _natten()
+    q, k, v = _qkv((1, 13, 10, 3, 16), seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ref = nf.na2d(q, k, v, kernel_size=5, dilation=2, scale=0.7)
+    torch.testing.assert_close(na2d(q, k, v, 5, 2, scale=0.7), ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('hw,ks,dil', [((7, 7), 7, 1), ((9, 12), 3, 1), ((10, 16), 5, 2), ((13, 9), 3, 3),
+                                       ((16, 14), 7, 2)])
+def test_na2d_matches_dense(hw, ks, dil):
+    q, k, v = _qkv((2, *hw, 3, 8), dtype=torch.float64, seed=1)
+    torch.testing.assert_close(na2d(q, k, v, ks, dil), na2d_dense(q, k, v, ks, dil), atol=1e-12, rtol=1e-12)
+
+
+def test_dense_reference_matches_natten():
+    "The dense reference itself agrees with NATTEN (so both oracles agree with each other)."
+    nf = _natten()
+    q, k, v = _qkv((1, 11, 14, 2, 8), seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ref = nf.na2d(q, k, v, kernel_size=3, dilation=3)
+    torch.testing.assert_close(na2d_dense(q, k, v, 3, 3), ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('shape,ks,dil,fast', [((1, 5, 4, 1, 2), 3, 1, False), ((2, 7, 6, 2, 3), 3, 2, True),
+                                               ((1, 5, 6, 2, 3), 5, 1, True), ((1, 9, 10, 1, 4), 3, 3, True)])
+def test_na2d_gradcheck(shape, ks, dil, fast):
+    "Finite differences in float64 (full Jacobian for the smallest case, random projections for the others)."
+    q, k, v = _qkv(shape, dtype=torch.float64, seed=2, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, ks, dil), (q, k, v), fast_mode=fast)
+
+
+@pytest.mark.parametrize('hw,ks,dil', [((8, 9), 3, 1), ((11, 10), 5, 2), ((9, 12), 3, 3)])
+def test_na2d_gradients_match_dense_autograd(hw, ks, dil):
+    q, k, v = _qkv((2, *hw, 2, 8), dtype=torch.float64, seed=4, requires_grad=True)
+    g = torch.randn(q.shape, dtype=torch.float64)
+    got = torch.autograd.grad(na2d(q, k, v, ks, dil, scale=0.3), (q, k, v), g)
+    ref = torch.autograd.grad(na2d_dense(q, k, v, ks, dil, scale=0.3), (q, k, v), g)
+    for a, b in zip(got, ref): torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_na2d_noncontiguous_inputs():
+    "q, k, v sliced out of one fused projection (non-contiguous views) work and give the same gradients."
+    x = torch.randn(1, 9, 10, 2, 24, dtype=torch.float64, requires_grad=True)
+    q, k, v = x.chunk(3, dim=-1)
+    assert not q.is_contiguous()
+    out = na2d(q, k, v, 3, 2)
+    torch.testing.assert_close(out, na2d_dense(q, k, v, 3, 2))
+    (gx,) = torch.autograd.grad(out.square().sum(), x)
+    (gr,) = torch.autograd.grad(na2d_dense(*x.chunk(3, dim=-1), 3, 2).square().sum(), x)
+    torch.testing.assert_close(gx, gr)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_na2d_low_precision(dtype):
+    q, k, v = _qkv((1, 10, 12, 2, 16), seed=6)
+    ref = na2d_dense(q.double(), k.double(), v.double(), 5, 2)
+    ql, kl, vl = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    out = na2d(ql, kl, vl, 5, 2)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.double(), ref, atol=3e-2, rtol=3e-2)
+    out.float().square().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == dtype and torch.isfinite(t.grad).all() for t in (ql, kl, vl))
+
+
+def test_na2d_memory_saved_for_backward_is_linear():
+    "What the autograd graph keeps is q, k, v and the [k², ...] probabilities: no N×N tensor anywhere."
+    h = w = 24
+    q, k, v = _qkv((1, h, w, 2, 8), requires_grad=True)
+    out = na2d(q, k, v, 5)
+    saved = out.grad_fn.saved_tensors
+    assert max(t.numel() for t in saved) == 25 * h * w * 2      # the probabilities: k² per query and head
+    assert sum(t.numel() for t in saved) < 4 * 25 * h * w * 2   # far below N² * heads = 663,552
+
+
+@pytest.mark.parametrize('bad,msg', [
+    (dict(kernel_size=4), 'odd'), (dict(kernel_size=0), 'odd'), (dict(kernel_size=5, dilation=2), 'larger'),
+    (dict(kernel_size=9), 'larger'), (dict(kernel_size=3, dilation=0), '>= 1'),
+    (dict(kernel_size=3.0), 'int'), (dict(kernel_size=3, backend='cuda'), "'auto', 'torch' or 'natten'")])
+def test_na2d_bad_arguments(bad, msg):
+    x = torch.randn(1, 8, 9, 2, 4)
+    with pytest.raises((ValueError, TypeError), match=msg): na2d(x, x, x, **bad)
+
+
+def test_na2d_bad_shapes():
+    x = torch.randn(1, 8, 9, 2, 4)
+    with pytest.raises(ValueError, match='5 dimensions'): na2d(x[0], x[0], x[0], 3)
+    with pytest.raises(ValueError, match='5 dimensions'): na2d(x.flatten(3), x.flatten(3), x.flatten(3), 3)
+    with pytest.raises(ValueError, match='same shape'): na2d(x, x[:, :, :8], x, 3)
+    with pytest.raises(ValueError, match='same shape'): na2d(x, x, x[..., :2], 3)
+    with pytest.raises(ValueError, match='dtype'): na2d(x, x.double(), x, 3)
+    with pytest.raises(TypeError, match='Tensor'): na2d(x, x.numpy(), x, 3)
+
+
+# ---- backend choice ------------------------------------------------------------------------------------------
+
+def test_auto_backend_on_cpu_never_calls_natten(monkeypatch):
+    _natten()
+    import natten.functional as nf
+    def boom(*a, **k): raise AssertionError('NATTEN must not be called on CPU in auto mode')
+    monkeypatch.setattr(nf, 'na2d', boom)
+    q, k, v = _qkv((1, 8, 8, 2, 4), requires_grad=True)
+    na2d(q, k, v, 3).sum().backward()          # trains on CPU through the pure-PyTorch path
+    assert q.grad is not None
+
+
+def test_auto_backend_uses_natten_when_supported_and_says_so_once(monkeypatch):
+    "Simulates a CUDA machine: when NATTEN supports the call, na2d hands it to natten.functional.na2d, warning once."
+    _natten()
+    import natten.functional as nf
+    calls = []
+    real = nf.na2d
+    def spy(q, k, v, **kw):
+        calls.append(kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return real(q, k, v, **kw)
+    monkeypatch.setattr(nf, 'na2d', spy)
+    monkeypatch.setattr(nb, '_natten_cuda_supported', lambda q, k, v: True)
+    monkeypatch.setattr(nb, '_natten_announced', False)
+    q, k, v = _qkv((1, 9, 10, 2, 8))
+    with pytest.warns(UserWarning, match="using NATTEN's fused na2d"):
+        out = na2d(q, k, v, 3, 2, scale=0.5)
+    assert calls == [dict(kernel_size=3, dilation=2, scale=0.5)]
+    torch.testing.assert_close(out, na2d(q, k, v, 3, 2, scale=0.5, backend='torch'), atol=2e-5, rtol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')         # the second call must not warn again
+        na2d(q, k, v, 3, 2, scale=0.5)
+    assert len(calls) == 2
+
+
+def test_forced_backends(monkeypatch):
+    _natten()
+    q, k, v = _qkv((1, 9, 10, 2, 8))
+    monkeypatch.setattr(nb, '_natten_announced', True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.testing.assert_close(na2d(q, k, v, 3, backend='natten'), na2d(q, k, v, 3, backend='torch'),
+                                   atol=2e-5, rtol=1e-5)
+    monkeypatch.setattr(nb, '_natten_cuda_supported', lambda q, k, v: True)
+    monkeypatch.setattr(nb, 'BACKEND', 'auto')
+    set_backend('torch')                      # module-wide: wins over 'auto' even where NATTEN would be used
+    try:
+        import natten.functional as nf
+        monkeypatch.setattr(nf, 'na2d', lambda *a, **k: (_ for _ in ()).throw(AssertionError('called NATTEN')))
+        na2d(q, k, v, 3)
+    finally: set_backend('auto')
+    with pytest.raises(ValueError, match='no backward pass on CPU'):
+        na2d(q.requires_grad_(), k, v, 3, backend='natten')
+    with pytest.raises(ValueError): set_backend('fast')
+
+
+def test_forcing_natten_without_natten_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(nb, '_natten_functional', lambda: None)
+    x = torch.randn(1, 8, 8, 2, 4)
+    with pytest.raises(ImportError, match='pip install natten'): na2d(x, x, x, 3, backend='natten')
+    torch.testing.assert_close(na2d(x, x, x, 3), na2d_dense(x, x, x, 3))   # auto still works
