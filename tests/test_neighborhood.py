@@ -3,7 +3,9 @@ import itertools, warnings
 import pytest
 import torch
 from hdit_edu import neighborhood as nb
-from hdit_edu.neighborhood import na2d, na2d_dense, neighborhood_mask, window_indices, set_backend
+from hdit_edu.neighborhood import (na2d, na2d_dense, na2d_weights, na2d_key_index, na2d_attention_map,
+                                   neighborhood_mask, window_indices, shifted_window_attention,
+                                   shifted_window_mask, set_backend)
 
 
 def _natten():
@@ -196,3 +198,112 @@ def test_forcing_natten_without_natten_says_how_to_install(monkeypatch):
     x = torch.randn(1, 8, 8, 2, 4)
     with pytest.raises(ImportError, match='pip install natten'): na2d(x, x, x, 3, backend='natten')
     torch.testing.assert_close(na2d(x, x, x, 3), na2d_dense(x, x, x, 3))   # auto still works
+
+
+# ---- weights for visualisation ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('hw,ks,dil', [((9, 11), 3, 1), ((12, 10), 5, 2), ((10, 13), 3, 3)])
+def test_na2d_weights_and_maps(hw, ks, dil):
+    q, k, v = _qkv((2, *hw, 3, 8), dtype=torch.float64, seed=7)
+    wts = na2d_weights(q, k, ks, dil, scale=0.4)
+    assert wts.shape == (2, *hw, 3, ks * ks)
+    torch.testing.assert_close(wts.sum(-1), torch.ones(2, *hw, 3, dtype=torch.float64))
+    idx = na2d_key_index(*hw, ks, dil)
+    h, w = hw
+    ih, iw = window_indices(h, ks, dil), window_indices(w, ks, dil)
+    for i, j, a, b in [(0, 0, 0, 0), (h - 1, w - 1, ks - 1, 1), (h // 2, 1, 2, ks - 1)]:
+        assert idx[i, j, a * ks + b] == ih[i, a] * w + iw[j, b]
+    dense = na2d_attention_map(wts, ks, dil)                   # [b, heads, h, w, h, w]
+    assert dense.shape == (2, 3, h, w, h, w)
+    assert torch.equal(dense.flatten(-2) > 0, neighborhood_mask(h, w, ks, dil).view(1, 1, h, w, h * w).expand_as(
+        dense.flatten(-2)))
+    out = torch.einsum('bnijkl,bklnd->bijnd', dense, v)
+    torch.testing.assert_close(out, na2d(q, k, v, ks, dil, scale=0.4))
+    with pytest.raises(ValueError, match='weights must be'): na2d_attention_map(wts, ks + 2, dil)
+
+
+def test_na2d_weights_match_natten_scores():
+    "NATTEN's CPU path returns no weights, but the output it computes from them agrees with ours."
+    nf = _natten()
+    q, k, v = _qkv((1, 11, 12, 2, 8), seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ref = nf.na2d(q, k, v, kernel_size=5, dilation=2)
+    out = torch.einsum('bnijkl,bklnd->bijnd', na2d_attention_map(na2d_weights(q, k, 5, 2), 5, 2), v)
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+
+
+# ---- shifted windows ------------------------------------------------------------------------------------------
+
+def _kdiff_style_mask(h, w, ws, shift):
+    "The HDiT authors' rule, written out: roll by +shift, cut into windows, and in the first window row/column keep tokens with local index < shift apart from the others. Returned in original (un-rolled) token order."
+    def label(n):
+        r = (torch.arange(n) + shift) % n                      # rolled position of each original position
+        return (r // ws) * 2 + ((r // ws == 0) & (r % ws < shift)).long()
+    lh, lw = label(h), label(w)
+    return ((lh[:, None] == lh[None, :])[:, None, :, None] & (lw[:, None] == lw[None, :])[None, :, None, :]).reshape(
+        h * w, h * w)
+
+
+def _dense(q, k, v, mask, scale):
+    b, h, w, nh, d = q.shape
+    q_, k_, v_ = (t.reshape(b, h * w, nh, d).transpose(1, 2) for t in (q, k, v))
+    a = ((q_ @ k_.transpose(-1, -2)) * scale).masked_fill(~mask, float('-inf')).softmax(-1)
+    return (a @ v_).transpose(1, 2).reshape(b, h, w, nh, d)
+
+
+@pytest.mark.parametrize('hw,ws', [((8, 12), 4), ((16, 8), 8), ((6, 9), 3)])
+def test_shifted_window_shift0_is_block_diagonal(hw, ws):
+    q, k, v = _qkv((2, *hw, 2, 8), dtype=torch.float64, seed=9)
+    h, w = hw
+    r, c = torch.arange(h) // ws, torch.arange(w) // ws
+    block = ((r[:, None] == r[None, :])[:, None, :, None] & (c[:, None] == c[None, :])[None, :, None, :]).reshape(
+        h * w, h * w)
+    torch.testing.assert_close(shifted_window_attention(q, k, v, ws), _dense(q, k, v, block, 8 ** -0.5))
+    assert torch.equal(shifted_window_mask(h, w, ws, 0), block)
+
+
+@pytest.mark.parametrize('hw,ws,shift', [((8, 12), 4, 2), ((8, 12), 4, 1), ((8, 12), 4, 3), ((16, 8), 8, 4),
+                                         ((9, 6), 3, 1)])
+def test_shifted_window_equals_dense_masked_reference(hw, ws, shift):
+    q, k, v = _qkv((2, *hw, 2, 8), dtype=torch.float64, seed=10, requires_grad=True)
+    h, w = hw
+    ref_mask = _kdiff_style_mask(h, w, ws, shift)
+    assert torch.equal(shifted_window_mask(h, w, ws, shift), ref_mask)
+    out = shifted_window_attention(q, k, v, ws, shift=shift, scale=0.5)
+    ref = _dense(q, k, v, ref_mask, 0.5)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(a, b)
+
+
+def test_shifted_window_never_attends_across_the_seam():
+    "A query in the first row only ever sees keys it is spatially next to (never the bottom rows rolled in)."
+    q, k, v = _qkv((1, 8, 8, 1, 4), dtype=torch.float64, seed=11)
+    base = shifted_window_attention(q, k, v, 4, shift=2)[0, 0, 0]
+    for r in range(8):
+        v2 = v.clone(); v2[0, r, 0] += 10
+        moved = not torch.allclose(shifted_window_attention(q, k, v2, 4, shift=2)[0, 0, 0], base)
+        assert moved == (r < 2), r                           # shift 2: window rows 0-1 for query row 0
+
+
+def test_shifted_window_matches_blocks_mask():
+    "Same convention as hdit_edu.blocks (the model's shifted-window block), where that module exists."
+    blocks = pytest.importorskip('hdit_edu.blocks')
+    if not hasattr(blocks, 'shifted_window_mask'): pytest.skip('hdit_edu.blocks has no shifted_window_mask')
+    for h, w, ws, s in [(8, 12, 4, 2), (8, 8, 4, 1), (16, 8, 8, 4)]:
+        assert torch.equal(blocks.shifted_window_mask(h, w, ws, s), shifted_window_mask(h, w, ws, s))
+
+
+def test_shifted_window_low_precision_and_errors():
+    q, k, v = _qkv((1, 8, 8, 2, 8))
+    ref = shifted_window_attention(q, k, v, 4, shift=2)
+    out = shifted_window_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 4, shift=2)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    with pytest.raises(ValueError, match='cannot be cut'): shifted_window_attention(q, k, v, 3)
+    with pytest.raises(ValueError, match='shift must be'): shifted_window_attention(q, k, v, 4, shift=4)
+    with pytest.raises(ValueError, match='shift must be'): shifted_window_attention(q, k, v, 4, shift=-1)
+    with pytest.raises(ValueError, match='same shape'): shifted_window_attention(q, k[:, :4], v, 4)
+    with pytest.raises(TypeError, match='int'): shifted_window_attention(q, k, v, 4.0)
