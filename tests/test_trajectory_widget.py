@@ -1,0 +1,120 @@
+"The trajectory viewer, driven the way a user drives it (set widget values, check what is displayed)."
+import warnings
+import numpy as np
+import pytest
+import torch
+pytest.importorskip('ipywidgets')
+from hdit_edu.diffusion import Denoiser
+from hdit_edu.sampling import (TrajectoryViewer, GaussianMixtureDenoiser, toy_emoji_denoiser, sample, get_sigmas_karras,
+                               _display_image, SAMPLERS)
+
+
+@pytest.fixture(scope='module')
+def toy(): return toy_emoji_denoiser(size=16, std=0.1)
+
+
+def _reference(v):
+    p = v.params
+    return sample(v.denoiser, 1, v.size, v.channels, p['sampler'], p['steps'], class_cond=p['class_cond'],
+                  cfg_scale=p['cfg_scale'], seed=p['seed'])[0]
+
+
+def test_frames_are_the_sampling_trajectory(toy):
+    v = TrajectoryViewer(toy, steps=12, seed=3, class_cond=1)
+    assert len(v.frames) == 13 and v.size == (16, 16) and v.channels == 3
+    assert torch.equal(v.frames[-1][0], _reference(v))                      # last frame == sample() for that seed
+    torch.testing.assert_close(torch.tensor([f[2] for f in v.frames]), get_sigmas_karras(12, 1e-2, 80.))
+    x0, d0, s0 = v.frames[0]
+    assert abs(x0.std() - 80) < 8                                             # step 0 is pure noise at sigma_max
+    torch.testing.assert_close(d0, toy(x0[None], torch.tensor([80.]), class_cond=torch.tensor([1]))[0])
+
+
+def test_widget_controls_drive_the_display(toy):
+    v = TrajectoryViewer(toy, steps=10, seed=0)
+    assert v.params['class_cond'] == toy.num_classes                          # default: 'no class'
+    w = v.widget
+    assert v.slider.max == 10 and v.play.max == 10
+    v.play.value = 4                                                          # play button is linked to the slider
+    assert v.slider.value == 4 and v.current['step'] == 4
+    np.testing.assert_array_equal(v.current['x_image'], _display_image(v.frames[4][0], v.frames[4][2]))
+    np.testing.assert_array_equal(v.current['denoised_image'], _display_image(v.frames[4][1]))
+    png4, label4 = v.images['x'].value, v.label.value
+    v.slider.value = 9
+    assert v.images['x'].value != png4 and v.label.value != label4 and 'step 9' in v.label.value
+    # the schedule plot marks the current step
+    fig = v.schedule_figure()
+    mx, my = fig.axes[0].lines[1].get_data()
+    assert list(mx) == [9] and abs(my[0] - v.frames[9][2]) < 1e-6
+    # every control re-samples and the result is sample()'s for the new settings
+    for name, value in [('steps', 6), ('seed', 7), ('sampler', 'heun'), ('class_cond', 2), ('cfg_scale', 2.5)]:
+        before = v.frames[-1][0]
+        v.controls[name].value = value
+        assert v.params[name] == value
+        assert torch.equal(v.frames[-1][0], _reference(v)), name
+        if name != 'cfg_scale': assert not torch.equal(before, v.frames[-1][0]), name
+    assert len(v.frames) == 7 and v.slider.max == 6 and v.current['step'] == 6  # step clamped to the new range
+    assert 'octopus' in v.label.value and 'guidance 2.5' in v.label.value
+
+
+def test_class_dropdown_lists_names_and_no_class(toy):
+    v = TrajectoryViewer(toy, steps=3)
+    v.widget
+    assert [o[0] for o in v.controls['class_cond'].options] == ['fox', 'frog', 'octopus', 'mushroom', 'no class']
+
+
+def test_unconditional_model_has_no_class_controls():
+    den = GaussianMixtureDenoiser(torch.zeros(1, 1, 8, 8), 0.3)
+    v = TrajectoryViewer(den, steps=4)
+    v.widget
+    assert 'class_cond' not in v.controls and 'cfg_scale' not in v.controls and v.params['class_cond'] is None
+    assert v.channels == 1 and v.current['x_image'].shape == (8, 8)
+
+
+def test_errors(toy):
+    with pytest.raises(ValueError, match='not both'): TrajectoryViewer(toy, checkpoint='x')
+    with pytest.raises(ValueError, match='size'): TrajectoryViewer(lambda x, s: x)
+    v = TrajectoryViewer(toy, steps=3)
+    with pytest.raises(ValueError, match='Unknown sampler'): v.set(sampler='ddpm')
+    with pytest.raises(ValueError, match='Unknown parameter'): v.set(eta=0.)
+    with pytest.raises(IndexError): v.show_step(4)
+
+
+def _small_hdit(model_mod, num_classes=3):
+    torch.manual_seed(0)
+    cfg = model_mod.HDiTConfig(levels=[dict(depth=1, width=32, attention='neighborhood', d_head=16, kernel_size=3),
+                                       dict(depth=1, width=64, attention='global', d_head=16)],
+                               patch_size=2, input_size=16, num_classes=num_classes, mapping_width=32, mapping_depth=1)
+    m = model_mod.HDiT(cfg)
+    with torch.no_grad():
+        for p in m.parameters(): p.add_(torch.randn_like(p) * 0.02)
+    return m.eval()
+
+
+def test_default_uses_pretrained_and_falls_back_with_a_message(monkeypatch):
+    model_mod = pytest.importorskip('hdit_edu.model')
+    def missing(*a, **k): raise FileNotFoundError("pretrained model 'openmoji64' is not included")
+    monkeypatch.setattr(model_mod, 'load_pretrained', missing)
+    with pytest.warns(UserWarning, match='no pretrained model.*toy'):
+        v = TrajectoryViewer(steps=3)
+    assert isinstance(v.denoiser, GaussianMixtureDenoiser) and 'toy' in v.source
+    m = _small_hdit(model_mod)
+    monkeypatch.setattr(model_mod, 'load_pretrained', lambda *a, **k: m)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        v = TrajectoryViewer(steps=3)
+    assert isinstance(v.denoiser, Denoiser) and v.denoiser.model is m and v.size == (16, 16)
+    assert torch.equal(v.frames[-1][0], _reference(v))
+
+
+def test_hdit_and_checkpoint(tmp_path):
+    model_mod = pytest.importorskip('hdit_edu.model')
+    m = _small_hdit(model_mod)
+    v = TrajectoryViewer(Denoiser(m), steps=4, class_cond=1, cfg_scale=2.)
+    assert torch.equal(v.frames[-1][0], _reference(v))
+    v.widget; v.slider.value = 2
+    assert v.current['step'] == 2
+    if hasattr(model_mod, 'save_model'):
+        model_mod.save_model(m, tmp_path / 'tiny')
+        path = next(p for p in tmp_path.iterdir() if p.suffix == '.safetensors')
+        v2 = TrajectoryViewer(checkpoint=path, steps=4, class_cond=1, cfg_scale=2.)
+        torch.testing.assert_close(v2.frames[-1][0], v.frames[-1][0])
