@@ -56,7 +56,7 @@ def get_sigmas_karras(n:int, sigma_min:float, sigma_max:float, rho:float=7., dev
     sigmas = (hi + ramp * (lo - hi)) ** rho
     return torch.cat([sigmas, sigmas.new_zeros(1)]).to(torch.get_default_dtype())
 
-# %% ../nbs/08_sampling.ipynb 13
+# %% ../nbs/08_sampling.ipynb 14
 def _randn_like(x, generator=None):
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
@@ -86,7 +86,7 @@ def sample_euler(denoiser, x, sigmas, extra_args=None, callback=None, generator=
         x = x + to_d(x, sigma_hat, denoised) * (sigmas[i + 1] - sigma_hat)
     return x
 
-# %% ../nbs/08_sampling.ipynb 15
+# %% ../nbs/08_sampling.ipynb 16
 @torch.no_grad()
 def sample_heun(denoiser, x, sigmas, extra_args=None, callback=None, generator=None,
                 s_churn=0., s_tmin=0., s_tmax=float('inf'), s_noise=1.):
@@ -103,7 +103,7 @@ def sample_heun(denoiser, x, sigmas, extra_args=None, callback=None, generator=N
         x = x + (d + d_trial) / 2 * dt
     return x
 
-# %% ../nbs/08_sampling.ipynb 17
+# %% ../nbs/08_sampling.ipynb 18
 @torch.no_grad()
 def sample_dpmpp_2m(denoiser, x, sigmas, extra_args=None, callback=None, generator=None):
     "DPM-Solver++(2M): deterministic, second order, one denoiser call per step (`generator` is unused)."
@@ -121,7 +121,7 @@ def sample_dpmpp_2m(denoiser, x, sigmas, extra_args=None, callback=None, generat
         old_denoised, h_last = denoised, h
     return x
 
-# %% ../nbs/08_sampling.ipynb 19
+# %% ../nbs/08_sampling.ipynb 20
 @torch.no_grad()
 def sample_dpmpp_2m_sde(denoiser, x, sigmas, extra_args=None, callback=None, generator=None, eta=1., s_noise=1.,
                         solver_type='midpoint'):
@@ -172,12 +172,12 @@ def sample_dpmpp_3m_sde(denoiser, x, sigmas, extra_args=None, callback=None, gen
 SAMPLERS = {'euler': sample_euler, 'heun': sample_heun, 'dpmpp_2m': sample_dpmpp_2m,
             'dpmpp_2m_sde': sample_dpmpp_2m_sde, 'dpmpp_3m_sde': sample_dpmpp_3m_sde}
 
-# %% ../nbs/08_sampling.ipynb 23
+# %% ../nbs/08_sampling.ipynb 25
 def _exact_gaussian_std(s0, sigma_min, sigma_max):
     "Output std of an exact probability-flow ODE solve + final denoising jump, for N(μ, s0²) data and N(0, σ_max²) start."
     return sigma_max * s0 ** 2 / math.sqrt((s0 ** 2 + sigma_max ** 2) * (s0 ** 2 + sigma_min ** 2))
 
-# %% ../nbs/08_sampling.ipynb 32
+# %% ../nbs/08_sampling.ipynb 34
 def _num_classes(denoiser):
     "Number of classes of a denoiser or the model inside it (0 if unconditional)."
     for obj in (denoiser, getattr(denoiser, 'model', None), getattr(denoiser, 'inner', None)):
@@ -205,7 +205,7 @@ class CFGDenoiser(nn.Module):
         uncond, cond = out.chunk(2)
         return uncond + (cond - uncond) * self.cond_scale
 
-# %% ../nbs/08_sampling.ipynb 36
+# %% ../nbs/08_sampling.ipynb 39
 def _as_denoiser(obj):
     "Wrap a bare HDiT (which expects preconditioned inputs) in a `Denoiser`; pass denoisers through."
     try: from hdit_edu.model import HDiT
@@ -260,7 +260,7 @@ def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', st
     finally:
         if was_training: den.train()
 
-# %% ../nbs/08_sampling.ipynb 41
+# %% ../nbs/08_sampling.ipynb 44
 TOY_EMOJI = {'fox': '\U0001F98A', 'frog': '\U0001F438', 'octopus': '\U0001F419', 'mushroom': '\U0001F344'}
 
 def render_emoji(chars:str, size:int=32):
@@ -284,7 +284,7 @@ def toy_emoji_denoiser(size:int=32, std:float=0.1, emoji:dict=None):
     den.class_names = list(emoji)
     return den
 
-# %% ../nbs/08_sampling.ipynb 42
+# %% ../nbs/08_sampling.ipynb 45
 def _display_image(x, sigma:float=0., sigma_data:float=0.5):
     "`[C, H, W]` tensor -> `[H, W, C]` numpy in [0, 1]; noisy images are first scaled to the data's scale, x/√(1+σ²/σ_d²)."
     x = x.detach().float().cpu() / math.sqrt(1 + (sigma / sigma_data) ** 2)
@@ -312,7 +312,7 @@ def _load_default_denoiser():
                       f"mixture around four OpenMoji emoji instead; pass denoiser= or checkpoint= to view your own model.")
         return toy_emoji_denoiser(), 'toy emoji mixture (exact denoiser)'
 
-# %% ../nbs/08_sampling.ipynb 43
+# %% ../nbs/08_sampling.ipynb 46
 class TrajectoryViewer:
     "Record and show one sampling trajectory: noisy x_t, the denoised prediction and σ at every step."
     def __init__(self, denoiser=None, checkpoint=None, size=None, channels:int=None, sampler:str='dpmpp_3m_sde',
