@@ -90,7 +90,7 @@ class AttentionBlock(nn.Module):
         x = self.norm(x, cond)
         q, k, v = self.qkv_proj(x).unflatten(-1, (3, self.n_heads, self.d_head)).unbind(-3)
         q, k = scale_for_cosine_sim(q, k, self.scale[:, None], 1e-6)
-        theta = self.pos_emb(pos.to(q.dtype))               # [h, w, heads, d_head // 4]
+        theta = self.pos_emb(pos)                           # [h, w, heads, d_head // 4], in the dtype of pos
         return apply_rotary_emb(q, theta), apply_rotary_emb(k, theta), v
 
     def attend(self, q, k, v): raise NotImplementedError
