@@ -118,7 +118,7 @@ def check_input_size(config, size):
             raise ValueError(f"level {i} has a {h}x{w} token map at image size {H}x{W}, which {lv.window_size}x"
                              f"{lv.window_size} windows do not tile: choose a window_size that divides both sides.")
 
-# %% ../nbs/05_model.ipynb 8
+# %% ../nbs/05_model.ipynb 9
 def hdit_b4(resolution=128, num_classes=0, input_channels=3, **kwargs):
     "The paper's HDiT-B/4 at `resolution` px: depths [2, 11], widths [384, 768], one extra local level per doubling above 128 px."
     extra = max(0, round(math.log2(resolution / 128)))
@@ -137,7 +137,7 @@ def hdit_imagenet256(**kwargs):
     return HDiTConfig([LevelConfig(2, 384, 'neighborhood'), LevelConfig(2, 768, 'neighborhood'),
                        LevelConfig(16, 1536, 'global')], patch_size=4, input_size=256, num_classes=1000, **kwargs)
 
-# %% ../nbs/05_model.ipynb 12
+# %% ../nbs/05_model.ipynb 13
 def plot_hourglass(config:HDiTConfig, input_size=None, ax=None):
     "Draw the hourglass of `config`: one band per stack of layers, width ∝ token-map side, height ∝ layers."
     import matplotlib.pyplot as plt
@@ -156,7 +156,7 @@ def plot_hourglass(config:HDiTConfig, input_size=None, ax=None):
     ax.set_xlim(-0.55, 1.9); ax.set_ylim(-y - 0.2, 0.2); ax.axis('off')
     return ax
 
-# %% ../nbs/05_model.ipynb 15
+# %% ../nbs/05_model.ipynb 16
 class HDiT(nn.Module):
     "Hourglass Diffusion Transformer (k-diffusion `image_transformer_v2`), built from an `HDiTConfig`."
     def __init__(self, config:HDiTConfig):
@@ -256,7 +256,7 @@ class HDiT(nn.Module):
         # unpatching
         return self.patch_out(self.out_norm(x)).movedim(-1, -3)
 
-# %% ../nbs/05_model.ipynb 21
+# %% ../nbs/05_model.ipynb 23
 _KD_ATTN = {'global': 'global', 'neighborhood': 'neighborhood', 'shifted-window': 'shifted-window', 'none': 'none'}
 
 def config_from_k_diffusion(config:dict):
@@ -332,7 +332,7 @@ def _from_k_diffusion(cls, config:dict, state_dict=None):
     return model if state_dict is None else _load_weights(model, state_dict)
 HDiT.from_k_diffusion = _from_k_diffusion
 
-# %% ../nbs/05_model.ipynb 27
+# %% ../nbs/05_model.ipynb 30
 def _attention_layers(model):
     "(stage, level, layer index, attention block) for every attention layer, in forward order."
     L = len(model.config.levels)
@@ -353,7 +353,7 @@ def _attention_maps(self, x, sigma, class_cond=None, mapping_cond=None, aug_cond
         for *_, blk in layers: blk.record = None
 HDiT.attention_maps = _attention_maps
 
-# %% ../nbs/05_model.ipynb 31
+# %% ../nbs/05_model.ipynb 35
 _UNDECAYED_LINEARS = ('time_in_proj', 'aug_in_proj', 'mapping_cond_in_proj')
 
 def _param_groups(self, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
@@ -371,7 +371,7 @@ def _param_groups(self, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
     return [groups[k] for k in ('decay', 'no_decay', 'mapping_decay', 'mapping_no_decay') if k in groups]
 HDiT.param_groups = _param_groups
 
-# %% ../nbs/05_model.ipynb 36
+# %% ../nbs/05_model.ipynb 41
 PRETRAINED_DIR = Path(str(importlib.resources.files('hdit_edu'))) / 'pretrained'   # models shipped with the package
 
 def _stem(path):
