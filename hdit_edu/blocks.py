@@ -93,6 +93,7 @@ class TransformerLayer(nn.Module):
 
 class Level(nn.ModuleList):
     "A stack of layers run in sequence at one resolution."
+    def __init__(self, layers): super().__init__(layers)
     def forward(self, x, pos, cond):
         for layer in self: x = layer(x, pos, cond)
         return x
