@@ -79,6 +79,13 @@ class HDiTConfig:
         h, w = h // self.patch_size[0], w // self.patch_size[1]
         return [(h >> i, w >> i) for i in range(len(self.levels))]
 
+    @classmethod
+    def tiny(cls, resolution=16, num_classes=0, input_channels=3, **kwargs):
+        "A small two-level config for CPU experiments and tests (not from the paper); `resolution` >= 16, a multiple of 4."
+        return cls([LevelConfig(1, 64, 'neighborhood', d_head=32, kernel_size=7), LevelConfig(2, 128, 'global', d_head=32)],
+                   **{**dict(patch_size=2, input_size=resolution, input_channels=input_channels, num_classes=num_classes,
+                             mapping_width=128, mapping_depth=1), **kwargs})
+
     def to_dict(self): return asdict(self)
     @classmethod
     def from_dict(cls, d):

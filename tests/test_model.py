@@ -262,3 +262,6 @@ def test_presets_match_the_paper():
     d = dit_b4(256)
     assert len(d.levels) == 1 and (d.levels[0].depth, d.levels[0].width, d.levels[0].heads) == (12, 768, 12)
     assert HDiTConfig.from_dict(json.loads(json.dumps(hdit_b4(512).to_dict()))) == hdit_b4(512)
+    tiny = HDiTConfig.tiny(16, num_classes=5)
+    with torch.no_grad(): y = HDiT(tiny)(torch.randn(2, 3, 16, 16), torch.ones(2), class_cond=torch.tensor([0, 5]))
+    assert y.shape == (2, 3, 16, 16) and sum(p.numel() for p in HDiT(tiny).parameters()) < 1_000_000
