@@ -94,6 +94,21 @@ def test_na2d_noncontiguous_inputs():
     torch.testing.assert_close(gx, gr)
 
 
+@pytest.mark.parametrize('block_bytes', [1, 700, 5000])
+def test_na2d_row_blocks_change_nothing(monkeypatch, block_bytes):
+    "The CPU path processes cache-sized blocks of query rows; any block size gives the same values and gradients."
+    q, k, v = _qkv((2, 11, 9, 2, 4), dtype=torch.float64, seed=12, requires_grad=True)
+    g = torch.randn(q.shape, dtype=torch.float64)
+    ref = na2d_dense(q, k, v, 3, 2)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    monkeypatch.setattr(nb, 'CPU_BLOCK_BYTES', block_bytes)
+    assert len(nb._row_blocks(q)) == {1: 11, 700: 11, 5000: 3}[block_bytes]   # 1152 bytes per row
+    out = na2d(q, k, v, 3, 2)
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), ref_grads): torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, 3, 2), (q, k, v), fast_mode=True)
+
+
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_na2d_low_precision(dtype):
     q, k, v = _qkv((1, 10, 12, 2, 16), seed=6)
