@@ -243,7 +243,7 @@ def set_backend(backend:str='auto'):
         raise ValueError(f"backend must be 'auto', 'torch' or 'natten', got {backend!r}.")
     BACKEND = backend
 
-# %% ../nbs/03_neighborhood.ipynb 45
+# %% ../nbs/03_neighborhood.ipynb 46
 def na2d_weights(q, k, kernel_size:int, dilation:int=1, scale=None):
     "Neighborhood attention probabilities `[batch, height, width, heads, kernel_size**2]` (offset a*k+b = key (ih[i,a], iw[j,b]))."
     _check_qkv(q, k)
@@ -272,7 +272,7 @@ def na2d_attention_map(weights, kernel_size:int, dilation:int=1):
     dense.scatter_(-1, idx.view(1, 1, h * w, -1).expand(b, nh, -1, -1), src)
     return dense.view(b, nh, h, w, h, w)
 
-# %% ../nbs/03_neighborhood.ipynb 49
+# %% ../nbs/03_neighborhood.ipynb 51
 def shifted_window_mask(height:int, width:int, window_size:int, shift:int=0, device=None):
     "Boolean `[h*w, h*w]`: query (row) and key (column) share a window of the grid offset by `shift` (cut at the edges)."
     _check_windows(height, width, window_size, shift)
@@ -318,7 +318,7 @@ def shifted_window_attention(q, k, v, window_size:int, shift:int=0, scale=None):
     o = o.reshape(b, nwh, nww, nh, ws, ws, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, h, w, nh, d)
     return torch.roll(o, (-shift, -shift), dims=(1, 2)) if shift else o
 
-# %% ../nbs/03_neighborhood.ipynb 56
+# %% ../nbs/03_neighborhood.ipynb 58
 ATTENTION_KINDS = ('neighborhood', 'shifted-window', 'global')
 
 def _hw(x): return (int(x), int(x)) if isinstance(x, (int, float)) else tuple(int(v) for v in x)
@@ -348,7 +348,7 @@ def attended_keys(kind:str, height:int, width:int, row:int, col:int, kernel_size
     if kind == 'global': return torch.ones(height, width, dtype=torch.bool)
     raise ValueError(f"kind must be one of {ATTENTION_KINDS}, got {kind!r}.")
 
-# %% ../nbs/03_neighborhood.ipynb 58
+# %% ../nbs/03_neighborhood.ipynb 60
 class AttentionExplorer:
     "Explore which keys a query attends to (neighborhood, shifted-window, global), or a model's real attention weights."
     _state = ('kind', 'level', 'kernel_size', 'dilation', 'window_size', 'shift', 'row', 'col', 'layer', 'head')
