@@ -4,13 +4,13 @@
 
 # %% ../nbs/12_cli.ipynb 2
 from __future__ import annotations
-import argparse, sys, time
+import argparse, os, sys, time
 from pathlib import Path
 
 import torch
 
 from .training import (Trainer, TrainConfig, CheckpointError, small_hdit_config, load_checkpoint_model,
-                               checkpoint_sigma_data, list_checkpoints, read_checkpoint, plot_losses)
+                               checkpoint_sigma_data, list_checkpoints, read_checkpoint, plot_losses, auto_threads)
 from .model import HDiT, HDiTConfig
 from .diffusion import Denoiser
 from .sampling import sample, SAMPLERS
@@ -50,9 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='attention on the fine level (the coarse level is always global)')
     o = t.add_argument_group('training')
     o.add_argument('--out', default='runs/openmoji', help='run directory: checkpoints, samples, loss curve')
-    o.add_argument('--steps', type=_positive_int, default=2000, help='train until this many optimizer steps in total')
+    o.add_argument('--steps', type=_positive_int, default=3000, help='train until this many optimizer steps in total')
     o.add_argument('--minutes', type=float, default=12., help='stop after this many minutes (0: no limit)')
-    o.add_argument('--batch-size', type=_positive_int, default=16, help='global batch size (all processes together)')
+    o.add_argument('--batch-size', type=_positive_int, default=32, help='global batch size (all processes together)')
     o.add_argument('--grad-accum', type=_positive_int, default=1, help='gradient accumulation micro-batches per step')
     o.add_argument('--lr', type=float, default=5e-4, help='AdamW learning rate (mapping network: lr/3)')
     o.add_argument('--seed', type=int, default=0, help='seed for the initial weights, data order and noise')
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'auto': bf16 on CUDA, float32 on CPU")
     o.add_argument('--compile', action='store_true', help='torch.compile the model')
     o.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
+    o.add_argument('--threads', type=int, default=0,
+                   help='CPU threads for PyTorch (0: auto = the cores not already busy, at least 1)')
     o.add_argument('--no-resume', action='store_true', help='refuse to continue an existing run in --out')
     o.add_argument('--quiet', action='store_true', help='no progress output')
 
@@ -81,10 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--raw', action='store_true', help='use the raw weights instead of the EMA (training checkpoints)')
     s.add_argument('--nrow', type=_positive_int, default=None, help='images per row (default: about square)')
     s.add_argument('--device', default=None, help="'cpu', 'cuda', ... (default: cuda if available)")
+    s.add_argument('--threads', type=int, default=0, help='CPU threads for PyTorch (0: auto)')
     s.add_argument('--out', default='samples.png', help='output PNG')
     return p
 
 # %% ../nbs/12_cli.ipynb 7
+def _set_threads(args):
+    "Apply `--threads` (0: `auto_threads()`); several processes per machine (torchrun) already get 1 each."
+    if 'OMP_NUM_THREADS' in os.environ and not args.threads: return torch.get_num_threads()
+    torch.set_num_threads(args.threads or auto_threads())
+    return torch.get_num_threads()
+
 def _dataset(args):
     "The training images as an `ImageDataset` (flips are drawn by the trainer)."
     if args.data == 'openmoji': hf = openmoji_dataset(args.size, subset=args.subset, limit=args.limit)
@@ -97,6 +106,7 @@ def train_command(args) -> Trainer:
     "`hdit-edu train`: build data and model from `args`, then train (resuming from `args.out` if possible)."
     if args.size % 16: raise ValueError(f'--size must be a multiple of 16 (patching and one 2x2 merge), got {args.size}')
     t0 = time.time()
+    threads = _set_threads(args)
     ds = _dataset(args)
     cfg = small_hdit_config(args.size, num_classes=ds.num_classes, width=args.width, depths=tuple(args.depths),
                             attention=args.attention)
@@ -112,7 +122,7 @@ def train_command(args) -> Trainer:
         n = sum(p.numel() for p in model.parameters())
         print(f'hdit-edu train: {len(ds)} images at {args.size}px, {ds.num_classes} classes; HDiT with '
               f'{n / 1e6:.2f}M parameters; global batch {args.batch_size} on {acc.num_processes} process(es), '
-              f'{acc.device}, mixed precision {acc.mixed_precision}; output {args.out}', flush=True)
+              f'{acc.device}, mixed precision {acc.mixed_precision}, {threads} CPU thread(s); output {args.out}', flush=True)
         if not list_checkpoints(args.out): print(f'Starting a new run in {args.out}.', flush=True)
     trainer.fit()
     if acc.is_main_process:
@@ -127,6 +137,7 @@ def train_command(args) -> Trainer:
 def sample_command(args):
     "`hdit-edu sample`: load a model from `args.checkpoint`, sample `args.n` images, save a grid to `args.out`."
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    _set_threads(args)
     model = load_checkpoint_model(args.checkpoint, ema=not args.raw, map_location=device)
     den = Denoiser(model, sigma_data=checkpoint_sigma_data(args.checkpoint))
     k = model.num_classes

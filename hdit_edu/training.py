@@ -27,7 +27,8 @@ __all__ = ['DATA_STREAM', 'DRAW_STREAM', 'GLOBAL_STREAM', 'TRAJECTORY_FIELDS', '
            'StreamSampler', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'TrainConfig',
            'CheckpointError', 'ConfigMismatchError', 'save_weights', 'load_weights', 'list_checkpoints',
            'find_checkpoint', 'read_checkpoint', 'write_checkpoint', 'prune_checkpoints', 'smooth_losses',
-           'plot_losses', 'Trainer', 'load_checkpoint_model', 'checkpoint_sigma_data', 'small_hdit_config']
+           'plot_losses', 'Trainer', 'load_checkpoint_model', 'checkpoint_sigma_data', 'small_hdit_config',
+           'auto_threads']
 
 # %% ../nbs/10_training.ipynb 6
 _M64 = (1 << 64) - 1
@@ -84,7 +85,7 @@ def ema_decay(step:int, power:float=0.75, max_decay:float=0.9999, inv_gamma:floa
 def ema_update(ema:nn.Module, model:nn.Module, decay:float):
     "Move each parameter of `ema` a fraction `1 - decay` of the way to `model`'s; copy the buffers."
     ep, mp = dict(ema.named_parameters()), dict(model.named_parameters())
-    if ep.keys() != mp.keys():
+    if ep.keys() != mp.keys() or any(ep[k].shape != p.shape for k, p in mp.items()):
         raise ValueError("`ema` and `model` have different parameters: make the EMA with `copy.deepcopy(model)`.")
     for k, p in mp.items(): ep[k].lerp_(p.detach().to(ep[k].dtype), 1. - decay)
     eb = dict(ema.named_buffers())
@@ -564,19 +565,22 @@ class Trainer:
         return flag
 
     @contextmanager
-    def _sigint_to_flag(self):
-        "While training, Ctrl-C asks for a clean stop at the end of the step; a second Ctrl-C interrupts at once."
+    def _signals_to_flag(self):
+        "While training, Ctrl-C (SIGINT) or SIGTERM (pre-emption, torchrun shutting down) ask for a clean stop at the end of the step; a second one interrupts at once."
         if threading.current_thread() is not threading.main_thread(): yield; return
-        prev = signal.getsignal(signal.SIGINT)
+        sigs = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, 'SIGTERM') else [])
+        prev = {s: signal.getsignal(s) for s in sigs}
         def handler(signum, frame):
             if self._stop: raise KeyboardInterrupt
             self._stop = True
             if self.accelerator.is_main_process:
-                print('\nCtrl-C: stopping after this step and saving a checkpoint (press again to abort without saving)',
+                name = 'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name
+                print(f'\n{name}: stopping after this step and saving a checkpoint (again to abort without saving)',
                       flush=True)
-        signal.signal(signal.SIGINT, handler)
+        for s in sigs: signal.signal(s, handler)
         try: yield
-        finally: signal.signal(signal.SIGINT, prev)
+        finally:
+            for s in sigs: signal.signal(s, prev[s])
 
     def fit(self, steps:int|None=None, minutes:float|None=None):
         "Train until `steps` total optimizer steps (default `config.steps`) or `minutes` of wall time; returns self."
@@ -616,7 +620,7 @@ class Trainer:
         self._stop = False
         rng_devices = [acc.device.index or 0] if acc.device.type == 'cuda' else []
         try:
-            with torch.random.fork_rng(devices=rng_devices), self._sigint_to_flag():
+            with torch.random.fork_rng(devices=rng_devices), self._signals_to_flag():
                 it = iter(dl)
                 while self.step < steps:
                     t0 = time.perf_counter()
@@ -661,8 +665,8 @@ def load_checkpoint_model(path, ema:bool=True, map_location='cpu') -> HDiT:
     if p.is_dir():
         ck = Path(read_checkpoint(p)['path'])
         return load_model(ck / ('ema' if ema else 'model'), map_location)
-    if not p.exists() and not p.with_suffix('.safetensors').exists() and (PRETRAINED_DIR / f'{p.name}.safetensors').exists():
-        return load_pretrained(p.name, map_location)
+    if not p.exists() and not Path(f'{p}.safetensors').exists() and len(p.parts) == 1 and not p.suffix:
+        return load_pretrained(p.name, map_location)     # a bare name: a model shipped with the package
     return load_model(path, map_location)
 
 def checkpoint_sigma_data(path, default:float=0.5) -> float:
@@ -683,3 +687,11 @@ def small_hdit_config(size:int=32, num_classes:int=0, width:int=64, depths=(2, 4
               LevelConfig(depths[1], 2 * width, 'global', d_head=32)]
     return HDiTConfig(levels, **{**dict(patch_size=p, input_size=size, num_classes=num_classes,
                                         mapping_width=2 * width, mapping_depth=1), **kwargs})
+
+# %% ../nbs/10_training.ipynb 38
+def auto_threads() -> int:
+    "PyTorch CPU threads worth using now: the cores not already busy (1-minute load average), at least 1."
+    n = torch.get_num_threads()
+    try: free = (os.cpu_count() or 1) - os.getloadavg()[0]
+    except (AttributeError, OSError): return n          # no load average (Windows): keep PyTorch's default
+    return max(1, min(n, int(free + 0.5)))

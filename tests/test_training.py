@@ -40,16 +40,18 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
     assert len(straight.losses) == 12 and len(set(straight.losses)) == 12
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resumes_exactly(tmp_path, capsys):
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_resumes_exactly(tmp_path, capsys, sig):
     straight = make_trainer(tmp_path / 'a', steps=9)
     straight.fit()
-    def press_ctrl_c(t):
-        if t.step == 4: os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, as from the keyboard
-    t = make_trainer(tmp_path / 'b', steps=9, callbacks=[press_ctrl_c])
+    before = signal.getsignal(sig)
+    def send_signal(t):
+        if t.step == 4: os.kill(os.getpid(), sig)           # a real signal, as from the keyboard or a scheduler
+    t = make_trainer(tmp_path / 'b', steps=9, callbacks=[send_signal])
     with pytest.raises(KeyboardInterrupt): t.fit()
     assert 'Interrupted: saved checkpoint' in capsys.readouterr().out
     assert [p.name for p in list_checkpoints(tmp_path / 'b')] == ['step_0000004']
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # the handler is restored
+    assert signal.getsignal(sig) is before                  # the handler is restored
     resumed = make_trainer(tmp_path / 'b', steps=9)
     resumed.fit()
     assert resumed.losses == straight.losses
