@@ -174,4 +174,4 @@ def main(argv=None) -> int:
         return 2
     return 0
 
-if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # `python -m hdit_edu.cli ...`
+if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())   # python -m hdit_edu.cli (not in a notebook)

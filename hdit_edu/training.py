@@ -351,31 +351,42 @@ def plot_losses(losses, ax=None, beta:float=0.98, title:str='training loss'):
     return ax.figure
 
 class _Progress:
-    "Progress for the main process: fastprogress bar + live loss plot in Jupyter, plain log lines elsewhere."
+    "Progress for the main process: a fastprogress bar and a live loss plot in Jupyter, plain log lines elsewhere."
     def __init__(self, trainer, start:int, total:int, enabled:bool):
         self.t, self.start, self.total, self.enabled = trainer, start, total, enabled
-        self.nb, self.last_plot, self.last_log, self.t0 = False, 0., None, time.perf_counter()
-        if not enabled: return
-        if _in_notebook():
-            try:
-                from fastprogress.fastprogress import NBMasterBar
-                self.mb = NBMasterBar(range(total - start)); self.mb.names = ['loss', 'smoothed']
-                self.mb.update(0); self.nb = True
-            except Exception: self.nb = False
+        self.nb, self.shown, self.last_plot, self.last_log, self.t0 = False, 0, 0., None, time.perf_counter()
+        if not enabled or not _in_notebook(): return
+        try:
+            from fastprogress.fastprogress import NBProgressBar
+            from IPython.display import display
+            self.bar = NBProgressBar(range(total - start), leave=True)
+            self.bar.update(0)
+            self.fig, self.ax = plt.subplots(figsize=(6, 2.6), dpi=80)
+            self.handle = display(self.fig, display_id=True)
+            plt.close(self.fig)                       # shown (and later updated) through the display handle only
+            self.nb = True
+        except Exception: self.nb = False
+
+    def _plot(self):
+        ls, ax = self.t.losses, self.ax
+        ax.clear()
+        xs = range(1, len(ls) + 1)
+        ax.plot(xs, ls, alpha=0.3, lw=0.8, label='per step')
+        ax.plot(xs, smooth_losses(ls), lw=1.5, label='smoothed')
+        ax.set(yscale='log', xlim=(0, self.total), xlabel='optimizer step', ylabel='loss')
+        ax.legend(loc='upper right'); self.fig.tight_layout()
+        self.handle.update(self.fig)
 
     def update(self, step:int, loss:float, final:bool=False):
         if not self.enabled: return
         t = self.t
         if self.nb:
-            self.mb.main_bar.comment = f'step {step}/{self.total}  loss {loss:.4f}'
-            self.mb.update(step - self.start)
+            n = step - self.start
+            if n > self.shown:                        # a finished bar must not be updated again
+                self.bar.comment = f'step {step}/{self.total}, loss {loss:.4f}, {t.images_per_s:.0f} img/s'
+                self.bar.update(n); self.shown = n
             now = time.perf_counter()
-            if final or now - self.last_plot > 2.:
-                ls = t.losses; xs = list(range(1, len(ls) + 1))
-                lo, hi = min(ls), max(ls)
-                self.mb.update_graph([[xs, ls], [xs, smooth_losses(ls)]], [0, self.total], [lo * 0.95, hi * 1.05],
-                                     figsize=(6, 3))
-                self.last_plot = now
+            if final or now - self.last_plot > 2.: self._plot(); self.last_plot = now
         elif step != self.last_log and (final or step % t.config.log_every == 0 or step == self.start + 1):
             self.last_log = step
             recent = t.losses[-t.config.log_every:]
@@ -383,10 +394,7 @@ class _Progress:
             print(f'step {step:>6}/{self.total}  loss {loss:.4f}  (mean of last {len(recent)}: '
                   f'{sum(recent) / len(recent):.4f})  {t.images_per_s:6.1f} img/s  {_fmt_time(el)} elapsed', flush=True)
 
-    def close(self):
-        if self.nb:
-            try: self.mb.on_iter_end()
-            except Exception: pass
+    def close(self): pass
 
 # %% ../nbs/10_training.ipynb 29
 def _default_mixed_precision(mp:str) -> str:
@@ -516,9 +524,11 @@ class Trainer:
         "Main process: write samples (`samples.png`, `samples/step_*.png`), `real.png` and `loss.png` to `out_dir`."
         if self.out_dir is None or not self.accelerator.is_main_process: return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        if not (self.out_dir / 'real.png').exists() and self.config.sample_n: image_grid(self.real_images()).save(self.out_dir / 'real.png')
+        nrow = max(1, round(self.config.sample_n ** 0.5))     # about square grids
+        if not (self.out_dir / 'real.png').exists() and self.config.sample_n:
+            image_grid(self.real_images(), nrow=nrow).save(self.out_dir / 'real.png')
         if samples and self.config.sample_n:
-            grid = image_grid(self.sample().cpu())
+            grid = image_grid(self.sample().cpu(), nrow=nrow)
             (self.out_dir / 'samples').mkdir(exist_ok=True)
             grid.save(self.out_dir / 'samples' / f'step_{self.step:07d}.png'); grid.save(self.out_dir / 'samples.png')
         if self.losses:
