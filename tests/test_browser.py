@@ -45,6 +45,7 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--ip=127.0.0.1', f'--port={port}',
                              f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}', '--allow-root',
                              '--LabApp.expose_app_in_browser=True', '--LabApp.news_url=',
+                             f'--LabApp.workspaces_dir={root / "workspaces"}', f'--LabApp.user_settings_dir={root / "settings"}',
                              '--ServerApp.disable_check_xsrf=True'], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     try:
         for _ in range(240):
@@ -74,7 +75,8 @@ def test_widget_responds_in_a_real_browser(lab, notebook, slider_label):
                                      data=json.dumps({'path': notebook, 'name': notebook, 'type': 'notebook',
                                                       'kernel': {'name': 'python3'}}).encode())
         urllib.request.urlopen(req, timeout=60)
-        page.goto(f'{url}/lab/tree/{notebook}?token={token}')
+        # a workspace of its own, reset: only this notebook open, and it is the active one
+        page.goto(f'{url}/lab/workspaces/{stem}/tree/{notebook}?reset&token={token}')
         page.wait_for_function("window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=120_000)
         page.wait_for_timeout(2000)
         if page.locator('.jp-Dialog').count():            # kernel chooser on first open: take the default
