@@ -25,13 +25,14 @@ def frontmatter(nb):
 
 
 def stored_outputs(nb):
-    "PNG payloads and text snippets of every output the page must show."
+    "Figure payloads (PNG/JPEG/GIF) and text snippets of every output the page must show."
     pngs, texts = [], []
     for c in nb.cells:
         if c.cell_type != 'code': continue
         for o in c.get('outputs', []):
             data = o.get('data', {})
-            if 'image/png' in data: pngs.append(data['image/png'].replace('\n', '')[:64])
+            fig = next((m for m in ('image/png', 'image/jpeg', 'image/gif') if m in data), None)
+            if fig: pngs.append(data[fig].replace('\n', '')[:64])
             elif o.get('output_type') == 'stream': texts.append(o['text'])
             elif 'text/markdown' in data or 'text/html' in data: texts.append(None)  # rendered markup: checked by count
             elif 'text/plain' in data: texts.append(data['text/plain'] if isinstance(data['text/plain'], str) else ''.join(data['text/plain']))
