@@ -5,10 +5,10 @@
 # %% auto 0
 __all__ = ['DEFAULT_FEATURE_NET', 'trace_sqrt_product', 'feature_stats', 'frechet_distance_from_stats', 'frechet_distance',
            'FeatureNet', 'prepare_images', 'random_affine', 'train_feature_net', 'save_feature_net', 'load_feature_net',
-           'extract_features', 'fid_score', 'gaussian_blur', 'save_image_folder']
+           'extract_features', 'fid_score', 'gaussian_blur', 'openmoji_halves', 'openmoji_score', 'save_image_folder']
 
 # %% ../nbs/11_quality.ipynb 3
-import json, math, time, functools
+import json, math, time, functools, warnings
 from pathlib import Path
 from importlib.resources import files
 import torch
@@ -195,6 +195,30 @@ def gaussian_blur(x, sigma:float):
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 # %% ../nbs/11_quality.ipynb 43
+def openmoji_halves(size:int=64, subset='default', seed:int=0):
+    "Real OpenMoji images at `size` px split at random into halves: `(A, B, labels_A, labels_B)`, images in [-1, 1]."
+    from hdit_edu.data import openmoji_dataset, pil_to_tensor
+    ds = openmoji_dataset(size, subset)
+    reals = torch.stack([pil_to_tensor(im) for im in ds['image']])
+    labels = torch.tensor(ds['label'])
+    perm = torch.randperm(len(reals), generator=torch.Generator().manual_seed(seed))
+    a, b = perm[: len(reals) // 2], perm[len(reals) // 2:]
+    return reals[a], reals[b], labels[a], labels[b]
+
+def openmoji_score(samples, subset='default', seed:int=0, net:FeatureNet|None=None) -> dict:
+    "FD_OM of `samples` (`[n, 3, s, s]` in [-1, 1]) against real half A at `s` px, beside the real-vs-real floor for the same n."
+    x = torch.as_tensor(samples)
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"expected square RGB samples [n, 3, s, s] in [-1, 1], got shape {tuple(x.shape)}.")
+    A, B, _, _ = openmoji_halves(x.shape[-1], subset, seed)
+    n = len(x)
+    if n > len(B): raise ValueError(f"{n} samples, but the reference half has only {len(B)} images: score at most {len(B)} samples.")
+    if n < 50: warnings.warn(f"only {n} samples: the Fréchet distance is strongly biased upwards at this size; use 100 or more.")
+    fA = extract_features(A, net)
+    fd, floor = frechet_distance(fA, extract_features(x, net)), frechet_distance(fA, extract_features(B[:n], net))
+    return dict(fd=fd, floor=floor, ratio=fd / floor, n=n, size=int(x.shape[-1]))
+
+# %% ../nbs/11_quality.ipynb 52
 def save_image_folder(images, folder, prefix:str='img') -> Path:
     "Write images (`[n, c, h, w]` in [-1, 1]) as PNG files `folder/{prefix}_00000.png`, ... for folder-based FID tools."
     from hdit_edu.data import tensor_to_pil

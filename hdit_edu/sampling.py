@@ -4,7 +4,7 @@
 
 # %% auto 0
 __all__ = ['SAMPLERS', 'TOY_EMOJI', 'GaussianMixtureDenoiser', 'get_sigmas_karras', 'to_d', 'sample_euler', 'sample_heun',
-           'sample_dpmpp_2m', 'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'CFGDenoiser', 'sample', 'render_emoji',
+           'sample_dpmpp_2m', 'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'CFGDenoiser', 'sample',
            'toy_emoji_denoiser', 'TrajectoryViewer']
 
 # %% ../nbs/08_sampling.ipynb 2
@@ -263,7 +263,7 @@ def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', st
 # %% ../nbs/08_sampling.ipynb 44
 TOY_EMOJI = {'fox': '\U0001F98A', 'frog': '\U0001F438', 'octopus': '\U0001F419', 'mushroom': '\U0001F344'}
 
-def render_emoji(chars:str, size:int=32):
+def _toy_emoji(chars:str, size:int=32):
     "An OpenMoji emoji (CC BY-SA 4.0) rendered with Pillow as a `[3, size, size]` tensor in [-1, 1] on white."
     from pathlib import Path
     import numpy as np
@@ -279,7 +279,7 @@ def render_emoji(chars:str, size:int=32):
 def toy_emoji_denoiser(size:int=32, std:float=0.1, emoji:dict=None):
     "Exact class-conditional denoiser for a mixture of Gaussians N(emoji image, std²); one class per emoji."
     emoji = emoji or TOY_EMOJI
-    den = GaussianMixtureDenoiser(torch.stack([render_emoji(c, size) for c in emoji.values()]), std,
+    den = GaussianMixtureDenoiser(torch.stack([_toy_emoji(c, size) for c in emoji.values()]), std,
                                   class_conditional=True)
     den.class_names = list(emoji)
     return den
@@ -365,8 +365,20 @@ class TrajectoryViewer:
         if 'sampler' in params and params['sampler'] not in SAMPLERS:
             raise ValueError(f"Unknown sampler {params['sampler']!r}: use one of {list(SAMPLERS)}.")
         self.params.update(params)
-        self.run(); self._refresh()
+        self.run(); self._sync_controls(); self._refresh()
         return self
+
+    def _sync_controls(self):
+        "Show the current parameters in the widget's controls (after `set` from code) without re-running."
+        if self._widget is None: return
+        self._syncing = True
+        try:
+            for k, w in self.controls.items():
+                v = self.params[k]
+                if k == 'steps' and v > w.max: w.max = v
+                if k == 'class_cond' and v is None: continue
+                if w.value != v: w.value = v
+        finally: self._syncing = False
 
     def show_step(self, i:int):
         "Display step `i` (0 = pure noise, `len(frames) - 1` = the finished sample)."
@@ -414,7 +426,7 @@ class TrajectoryViewer:
         p, n = self.params, len(self.frames) - 1
         self.controls = c = dict(
             sampler=W.Dropdown(options=list(SAMPLERS), value=p['sampler'], description='sampler'),
-            steps=W.IntSlider(value=p['steps'], min=2, max=100, description='steps', continuous_update=False),
+            steps=W.IntSlider(value=p['steps'], min=2, max=max(100, p['steps']), description='steps', continuous_update=False),
             seed=W.IntText(value=p['seed'], description='seed'))
         if self.num_classes:
             names = self.class_names or [f'class {i}' for i in range(self.num_classes)]
@@ -427,7 +439,8 @@ class TrajectoryViewer:
         W.link((self.play, 'value'), (self.slider, 'value'))
         self.images = dict(x=W.Image(format='png'), denoised=W.Image(format='png'), schedule=W.Image(format='png'))
         self.label = W.HTML()
-        for k, w in c.items(): w.observe(lambda ch, k=k: self.set(**{k: ch['new']}), names='value')
+        self._syncing = False
+        for k, w in c.items(): w.observe(lambda ch, k=k: self._syncing or self.set(**{k: ch['new']}), names='value')
         self.slider.observe(lambda ch: self.show_step(ch['new']), names='value')
         col = lambda title, im: W.VBox([W.HTML(f'<center>{title}</center>'), im])
         box = W.VBox([W.HBox(list(c.values())[:3]), W.HBox(list(c.values())[3:]), W.HBox([self.play, self.slider]),

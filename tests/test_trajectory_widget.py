@@ -118,3 +118,18 @@ def test_hdit_and_checkpoint(tmp_path):
         path = next(p for p in tmp_path.iterdir() if p.suffix == '.safetensors')
         v2 = TrajectoryViewer(checkpoint=path, steps=4, class_cond=1, cfg_scale=2.)
         torch.testing.assert_close(v2.frames[-1][0], v.frames[-1][0])
+
+
+def test_set_from_code_updates_the_controls_and_samples_once(toy, monkeypatch):
+    "Calling `set` in code moves the widget's controls to the new values, without a second sampling run."
+    v = TrajectoryViewer(toy, steps=5, seed=0)
+    v.widget
+    runs = []
+    real_run = v.run
+    monkeypatch.setattr(v, 'run', lambda: (runs.append(1), real_run())[1])
+    v.set(steps=120, seed=4, sampler='euler', class_cond=3, cfg_scale=1.5)
+    assert len(runs) == 1
+    got = {k: w.value for k, w in v.controls.items()}
+    assert got == dict(steps=120, seed=4, sampler='euler', class_cond=3, cfg_scale=1.5)
+    assert v.controls['steps'].max >= 120 and v.slider.max == 120
+    assert torch.equal(v.frames[-1][0], _reference(v))
