@@ -5,7 +5,7 @@ renders every processed notebook to HTML with nbconvert into `_site_offline/`, a
 carries its title and every stored output (text and figures) of the processed notebook.
 Usage: `python tools/docs_offline.py` from the repository root; exits non-zero on any failure.
 """
-import base64, hashlib, html, json, re, shutil, sys
+import ast, base64, hashlib, html, json, re, shutil, sys
 from pathlib import Path
 
 import nbformat
@@ -39,6 +39,20 @@ def stored_outputs(nb):
     return pngs, texts
 
 
+def slow_cells_run_by_docs(nb_path: Path, flags) -> list:
+    """Indices of cells flagged with a test flag (e.g. `#| slow`) that nbdev's docs processing would execute anyway.
+
+    nbdev's `exec_show_docs` runs every cell containing an import (to make `show_doc` work), whatever its flags:
+    a slow cell with an import would make every docs build run a long job. Keep such imports in their own cell."""
+    bad = []
+    for i, c in enumerate(nbformat.read(nb_path, as_version=4).cells):
+        if c.cell_type != 'code' or not set(re.findall(r'^#\|\s*([\w-]+)', c.source, re.M)) & set(flags): continue
+        try: tree = ast.parse('\n'.join(l for l in c.source.splitlines() if not l.lstrip().startswith(('%', '!'))))
+        except SyntaxError: continue
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)): bad.append(i)
+    return bad
+
+
 def render(src: Path, out_dir: Path):
     nb = nbformat.read(src, as_version=4)
     title, desc = frontmatter(nb)
@@ -64,6 +78,12 @@ def render(src: Path, out_dir: Path):
 
 def main():
     cfg = get_config()
+    flags = cfg.get('tst_flags', '').split()
+    slow = {s.name: b for s in sorted(cfg.nbs_path.glob('*.ipynb')) if (b := slow_cells_run_by_docs(s, flags))}
+    for name, b in slow.items():
+        print(f'FAIL {name}: cells {b} carry a test flag ({" ".join(flags)}) but import something, so the docs build '
+              f'would execute them; move their imports into a separate cell')
+    if slow: sys.exit(1)
     refresh_quarto_yml()
     nbdev_sidebar.__wrapped__(path=cfg.nbs_path)
     cache = proc_nbs(cfg.nbs_path, force=True, n_workers=0)
