@@ -9,6 +9,7 @@ import ast, base64, hashlib, html, json, re, shutil, sys
 from pathlib import Path
 
 import nbformat
+import yaml
 from nbconvert import HTMLExporter
 from nbdev.config import get_config
 from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
@@ -19,8 +20,8 @@ def frontmatter(nb):
     "Title and description from the YAML raw cell nbdev's processing puts first."
     for c in nb.cells:
         if c.cell_type == 'raw' and c.source.startswith('---'):
-            meta = dict(re.findall(r'^(\w+):\s*(.*)$', c.source, re.M))
-            return meta.get('title', '').strip('"\''), meta.get('description', '').strip('"\'')
+            meta = yaml.safe_load(c.source.strip().strip('-')) or {}
+            return str(meta.get('title', '')).strip(), str(meta.get('description', '')).strip()
     return '', ''
 
 
