@@ -5,7 +5,7 @@
 # %% auto 0
 __all__ = ['PRETRAINED_DIR', 'LevelConfig', 'HDiTConfig', 'check_input_size', 'hdit_b4', 'dit_b4', 'hdit_imagenet256',
            'plot_hourglass', 'HDiT', 'config_from_k_diffusion', 'config_to_k_diffusion', 'save_model', 'load_model',
-           'load_pretrained']
+           'pretrained_models', 'load_pretrained']
 
 # %% ../nbs/05_model.ipynb 2
 import json, math, importlib.resources
@@ -423,12 +423,18 @@ def load_model(path, map_location='cpu'):
     _load_weights(model, state, source=str(weights))
     return model.to(map_location).eval()
 
+def pretrained_models() -> list:
+    "Names of the HDiT models shipped in the package's `pretrained/` folder (other files there, e.g. the quality net, are left out)."
+    if not PRETRAINED_DIR.exists(): return []
+    def is_hdit(p):
+        try: return 'levels' in json.loads(p.with_suffix('.json').read_text())
+        except (OSError, ValueError): return False
+    return sorted(p.stem for p in PRETRAINED_DIR.glob('*.safetensors') if is_hdit(p))
+
 def load_pretrained(name='openmoji64', map_location='cpu'):
-    "Load a pretrained model shipped in the package's `pretrained/` folder by name."
-    path = PRETRAINED_DIR / f'{name}.safetensors'
-    if not path.exists():
-        have = sorted(p.stem for p in PRETRAINED_DIR.glob('*.safetensors')) if PRETRAINED_DIR.exists() else []
-        raise FileNotFoundError(f"pretrained model {name!r} is not included in this installation (looked for {path}); "
-                                f"available: {', '.join(have) or 'none yet'}. Train a model (training notebook or "
+    "Load a pretrained model shipped in the package's `pretrained/` folder by name (see `pretrained_models()`)."
+    if name not in pretrained_models():
+        raise FileNotFoundError(f"pretrained model {name!r} is not included in this installation (looked in {PRETRAINED_DIR}); "
+                                f"available: {', '.join(pretrained_models()) or 'none'}. Train a model (training notebook or "
                                 f"`hdit-edu train`) and load it with load_model(path).")
-    return load_model(path, map_location)
+    return load_model(PRETRAINED_DIR / f'{name}.safetensors', map_location)
