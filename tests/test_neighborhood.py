@@ -16,6 +16,14 @@ def _natten():
         pytest.skip(f"NATTEN is not installed ({e}); `pip install --no-build-isolation natten==0.21.7` to run this")
 
 
+def _natten_na2d(q, k, v, **kw):
+    "NATTEN's own `na2d` (its CPU forward: the oracle), with its CPU-fallback warnings silenced."
+    nf = _natten()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return nf.na2d(q, k, v, **kw)
+
+
 def _qkv(shape, dtype=torch.float32, seed=0, **kw):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(shape, generator=g, dtype=dtype).requires_grad_(kw.get('requires_grad', False))
@@ -30,21 +38,15 @@ NATTEN_CASES = [(ks, d, (ks * d + 1 + (i % 3), ks * d + 3 + 2 * (i % 2)), [8, 16
 
 @pytest.mark.parametrize('ks,dil,hw,hd', NATTEN_CASES)
 def test_na2d_matches_natten_cpu_forward(ks, dil, hw, hd):
-    nf = _natten()
     q, k, v = _qkv((2, *hw, 2, hd), seed=ks * 10 + dil)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        ref = nf.na2d(q, k, v, kernel_size=ks, dilation=dil)
+    ref = _natten_na2d(q, k, v, kernel_size=ks, dilation=dil)
     out = na2d(q, k, v, ks, dil, backend='torch')
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
 
 def test_na2d_matches_natten_with_scale():
-    nf = _natten()
     q, k, v = _qkv((1, 13, 10, 3, 16), seed=3)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        ref = nf.na2d(q, k, v, kernel_size=5, dilation=2, scale=0.7)
+    ref = _natten_na2d(q, k, v, kernel_size=5, dilation=2, scale=0.7)
     torch.testing.assert_close(na2d(q, k, v, 5, 2, scale=0.7), ref, atol=2e-5, rtol=1e-5)
 
 
@@ -57,11 +59,8 @@ def test_na2d_matches_dense(hw, ks, dil):
 
 def test_dense_reference_matches_natten():
     "The dense reference itself agrees with NATTEN (so both oracles agree with each other)."
-    nf = _natten()
     q, k, v = _qkv((1, 11, 14, 2, 8), seed=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        ref = nf.na2d(q, k, v, kernel_size=3, dilation=3)
+    ref = _natten_na2d(q, k, v, kernel_size=3, dilation=3)
     torch.testing.assert_close(na2d_dense(q, k, v, 3, 3), ref, atol=2e-5, rtol=1e-5)
 
 
@@ -239,11 +238,8 @@ def test_na2d_weights_and_maps(hw, ks, dil):
 
 def test_na2d_weights_match_natten_scores():
     "NATTEN's CPU path returns no weights, but the output it computes from them agrees with ours."
-    nf = _natten()
     q, k, v = _qkv((1, 11, 12, 2, 8), seed=8)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        ref = nf.na2d(q, k, v, kernel_size=5, dilation=2)
+    ref = _natten_na2d(q, k, v, kernel_size=5, dilation=2)
     out = torch.einsum('bnijkl,bklnd->bijnd', na2d_attention_map(na2d_weights(q, k, 5, 2), 5, 2), v)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
