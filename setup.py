@@ -33,7 +33,7 @@ setuptools.setup(
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['hdit_edu', 'hdit_edu.*']),
     include_package_data=True,
-    package_data={'hdit_edu': ['pretrained/*.safetensors', 'pretrained/*.json']},
+    package_data={'hdit_edu': ['pretrained/*.safetensors', 'pretrained/*.json', 'reference/*.pt', 'reference/*.md']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'lab': lab_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
