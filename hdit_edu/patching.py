@@ -5,12 +5,12 @@
 # %% auto 0
 __all__ = ['patchify', 'unpatchify', 'TokenMerge', 'TokenSplitWithoutSkip', 'TokenSplit', 'make_axial_pos', 'downscale_pos']
 
-# %% ../nbs/00_patching.ipynb 2
+# %% ../nbs/00_patching.ipynb 4
 import math
 import torch
 from torch import nn
 
-# %% ../nbs/00_patching.ipynb 6
+# %% ../nbs/00_patching.ipynb 8
 def _pair(x): return (x, x) if isinstance(x, int) else tuple(x)
 
 def patchify(x, patch_size=(2, 2)):
@@ -24,6 +24,7 @@ def patchify(x, patch_size=(2, 2)):
     x = x.movedim(-4, -3)                                  # [..., h, w, ph, pw, C]
     return x.reshape(*b, H // ph, W // pw, ph * pw * C)
 
+# %% ../nbs/00_patching.ipynb 10
 def unpatchify(x, patch_size=(2, 2)):
     "Inverse of `patchify`: `[..., h, w, ph*pw*C]` -> `[..., h*ph, w*pw, C]`."
     ph, pw = _pair(patch_size)
@@ -34,7 +35,7 @@ def unpatchify(x, patch_size=(2, 2)):
     x = x.movedim(-3, -4)                                  # [..., h, ph, w, pw, C]
     return x.reshape(*b, h * ph, w * pw, D // (ph * pw))
 
-# %% ../nbs/00_patching.ipynb 17
+# %% ../nbs/00_patching.ipynb 22
 class TokenMerge(nn.Module):
     "Merge each `patch_size` block of tokens into one token, then project linearly (no bias) to `out_features`."
     def __init__(self, in_features, out_features, patch_size=(2, 2)):
@@ -45,7 +46,7 @@ class TokenMerge(nn.Module):
     def extra_repr(self): return f"patch_size={self.patch_size}"
     def forward(self, x): return self.proj(patchify(x, self.patch_size))
 
-
+# %% ../nbs/00_patching.ipynb 24
 class TokenSplitWithoutSkip(nn.Module):
     "Project each token linearly (no bias) to a `patch_size` block of `out_features`-wide tokens."
     def __init__(self, in_features, out_features, patch_size=(2, 2)):
@@ -56,7 +57,7 @@ class TokenSplitWithoutSkip(nn.Module):
     def extra_repr(self): return f"patch_size={self.patch_size}"
     def forward(self, x): return unpatchify(self.proj(x), self.patch_size)
 
-# %% ../nbs/00_patching.ipynb 19
+# %% ../nbs/00_patching.ipynb 26
 class TokenSplit(TokenSplitWithoutSkip):
     "`TokenSplitWithoutSkip`, then a learnable interpolation with the skip: `lerp(skip, x, fac)`, `fac` starting at 0.5."
     def __init__(self, in_features, out_features, patch_size=(2, 2)):
@@ -67,7 +68,7 @@ class TokenSplit(TokenSplitWithoutSkip):
         x = super().forward(x)
         return torch.lerp(skip, x, self.fac.to(x.dtype))
 
-# %% ../nbs/00_patching.ipynb 22
+# %% ../nbs/00_patching.ipynb 29
 def _centers(start, stop, num, dtype=None, device=None):
     edges = torch.linspace(start, stop, num + 1, dtype=dtype, device=device)
     return (edges[:-1] + edges[1:]) / 2
@@ -83,6 +84,7 @@ def make_axial_pos(h, w, pixel_aspect_ratio=1.0, align_corners=False, dtype=None
         ys, xs = _centers(-y_max, y_max, h, dtype, device), _centers(-x_max, x_max, w, dtype, device)
     return torch.stack(torch.meshgrid(ys, xs, indexing='ij'), dim=-1)
 
+# %% ../nbs/00_patching.ipynb 32
 def downscale_pos(pos):
     "Positions after a 2×2 token merge: the mean of each 2×2 block of positions `[..., h, w, 2]`."
     *b, h, w, e = pos.shape
