@@ -5,12 +5,12 @@
 # %% auto 0
 __all__ = ['apply_rotary_emb', 'rope_freqs', 'AxialRoPE']
 
-# %% ../nbs/01_rope.ipynb 2
+# %% ../nbs/01_rope.ipynb 4
 import math
 import torch
 from torch import nn
 
-# %% ../nbs/01_rope.ipynb 6
+# %% ../nbs/01_rope.ipynb 8
 def apply_rotary_emb(x, theta, conj=False):
     "Rotate feature pairs `(x[..., i], x[..., d+i])` of `x` by angles `theta[..., i]` (d = theta's last dim); the rest pass through."
     d = theta.shape[-1]
@@ -23,14 +23,14 @@ def apply_rotary_emb(x, theta, conj=False):
     y1, y2 = x1 * cos - x2 * sin, x2 * cos + x1 * sin
     return torch.cat((y1.to(x.dtype), y2.to(x.dtype), rest), dim=-1)
 
-# %% ../nbs/01_rope.ipynb 12
+# %% ../nbs/01_rope.ipynb 13
 def rope_freqs(dim, n_heads, min_freq=math.pi, max_freq=10 * math.pi):
     "Angular frequencies `[n_heads, dim // 4]`: a log-spaced ladder from `min_freq` to `max_freq`, dealt round-robin to the heads."
     if dim % 4: raise ValueError(f"the rotated dim must be a multiple of 4 (2 axes × pairs), got {dim}.")
     ladder = torch.linspace(math.log(min_freq), math.log(max_freq), n_heads * dim // 4 + 1)[:-1].exp()
     return ladder.view(dim // 4, n_heads).T.contiguous()
 
-
+# %% ../nbs/01_rope.ipynb 16
 class AxialRoPE(nn.Module):
     "Rotation angles `[..., n_heads, dim // 2]` for positions `[..., 2]`: row angles then column angles, per head."
     def __init__(self, dim, n_heads):
