@@ -99,8 +99,10 @@ def test_corrupt_or_missing_checkpoint_gives_a_clear_error(tmp_path):
 def test_config_mismatch_is_refused(tmp_path):
     make_trainer(tmp_path, steps=2).fit()
     with pytest.raises(ConfigMismatchError, match='batch_size'): make_trainer(tmp_path, steps=4, batch_size=16).fit()
-    with pytest.raises(ConfigMismatchError, match='model config'):
+    with pytest.raises(ConfigMismatchError, match=r'model config width: checkpoint 16, now 8\n') as e:
         make_trainer(tmp_path, config=TinyConfig(width=8), steps=4).fit()
+    assert "{'width'" not in str(e.value)                       # names the key, does not dump whole configs
+    assert e.value.diffs == [('model config width', 16, 8)]
     with pytest.raises(ConfigMismatchError, match='lr'): make_trainer(tmp_path, steps=4, lr=1e-3).fit()
     with pytest.raises(CheckpointError, match='resume=False'): make_trainer(tmp_path, steps=4, resume=False).fit()
     t = make_trainer(tmp_path, steps=4, grad_accum=2, log_every=3)   # settings outside the trajectory may change
@@ -125,6 +127,20 @@ def test_a_failed_save_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
 def test_old_checkpoints_are_pruned_after_a_new_one_exists(tmp_path):
     t = make_trainer(tmp_path, steps=6, checkpoint_every=2, keep_checkpoints=2); t.fit()
     assert [p.name for p in list_checkpoints(tmp_path)] == ['step_0000004', 'step_0000006']
+
+
+def test_minutes_zero_means_no_limit(tmp_path):
+    assert TrainConfig(minutes=0).minutes is None
+    with pytest.raises(ValueError, match='minutes must be >= 0'): TrainConfig(minutes=-1)
+    t = make_trainer(tmp_path, steps=3, minutes=0); t.fit()
+    assert t.step == 3
+
+
+def test_checkpoints_folder_names_the_newest_checkpoint(tmp_path):
+    from hdit_edu.training import find_checkpoint
+    make_trainer(tmp_path, steps=4, checkpoint_every=2).fit()
+    assert find_checkpoint(tmp_path / 'checkpoints') == tmp_path / 'checkpoints' / 'step_0000004'
+    assert read_checkpoint(tmp_path / 'checkpoints')['step'] == 4
 
 
 def test_minutes_budget_stops_and_saves(tmp_path):
@@ -216,7 +232,7 @@ def test_pretrained_openmoji64_is_a_trained_denoiser():
     from hdit_edu.training import small_hdit_config
     assert (PRETRAINED_DIR / 'openmoji64.safetensors').stat().st_size < 25 * 2**20
     m = load_pretrained('openmoji64')
-    assert m.config == small_hdit_config(64, num_classes=3) and m.num_classes == 3
+    assert m.config == small_hdit_config(64, num_classes=3, attention=m.config.levels[0].attention) and m.num_classes == 3
     ds = ImageDataset(openmoji_dataset(64, limit=24), 64, hflip=False)
     x = torch.stack([ds[i][0] for i in range(len(ds))]); y = torch.tensor([ds[i][1] for i in range(len(ds))])
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
