@@ -4,12 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+import hdit_edu.model
 from hdit_edu.model import (HDiT, HDiTConfig, LevelConfig, hdit_b4, dit_b4, hdit_imagenet256, config_from_k_diffusion,
-                            config_to_k_diffusion, save_model, load_model, load_pretrained)
+                            config_to_k_diffusion, save_model, load_model, load_pretrained, pretrained_models,
+                            REFERENCE_FILE, load_reference, check_against_reference)
 from hdit_edu.neighborhood import neighborhood_mask
-
-ORACLE = Path(os.environ.get('HDIT_ORACLE', '/work/shared/oracle/k_diffusion_hdit_small.pt'))
-needs_oracle = pytest.mark.skipif(not ORACLE.exists(), reason=f'k-diffusion reference file {ORACLE} not present')
 
 
 def tiny_config(**kw):
@@ -30,12 +29,35 @@ def pretend_trained(model, std=0.1, seed=0):
 
 @pytest.fixture(scope='module')
 def ref():
-    return torch.load(ORACLE, weights_only=True)
+    return load_reference()                                           # the k-diffusion reference shipped in the package
 
 
-@needs_oracle
+def test_reference_ships_with_the_package():
+    "The oracle is package data (setup.py package_data, MANIFEST.in), found relative to the imported package."
+    assert REFERENCE_FILE.parent == Path(hdit_edu.model.__file__).parent / 'reference'
+    assert REFERENCE_FILE.is_file() and (REFERENCE_FILE.parent / 'README.md').is_file()
+    raw = torch.load(REFERENCE_FILE, weights_only=True)               # plain tensors and a JSON string: no pickled code
+    cfg = json.loads(raw['config'])
+    assert cfg['model']['type'] == 'image_transformer_v2' and cfg['model']['sigma_data'] == 0.5
+    assert cfg['model']['loss_weighting'] == 'soft-min-snr' and cfg['dataset']['num_classes'] == 10
+    assert {'state_dict', 'x', 'noise', 'sigma', 'cond_class_cond', 'inner_output', 'denoised', 'loss'} <= set(raw)
+
+
+def test_missing_reference_fails_loudly(monkeypatch, tmp_path):
+    monkeypatch.setattr(hdit_edu.model, 'REFERENCE_FILE', tmp_path / 'gone.pt')
+    with pytest.raises(FileNotFoundError, match='k-diffusion reference .*gone.pt is missing'): check_against_reference()
+
+
+def test_check_against_reference():
+    "The public check: same parameter count, network output, EDM-denoised images and soft-min-snr loss as k-diffusion."
+    errors = check_against_reference()
+    print(errors)
+    assert errors['parameters'] == errors['k_diffusion_parameters'] == 1166801
+    assert errors['inner_output'] < 1e-4 and errors['denoised'] < 1e-4 and errors['loss'] < 1e-6
+
+
 def test_reproduces_k_diffusion_inner_output(ref):
-    model = HDiT.from_k_diffusion(json.loads(ref['config']), ref['state_dict']).eval()
+    model = HDiT.from_k_diffusion(ref['config'], ref['state_dict']).eval()
     assert sum(p.numel() for p in model.parameters()) == ref['param_count'].item() == 1166801
     x, sigma, cc = ref['x'], ref['sigma'], ref['cond_class_cond']
     s = sigma[:, None, None, None]
@@ -50,13 +72,12 @@ def test_reproduces_k_diffusion_inner_output(ref):
     assert model.num_classes == 10 and model.class_emb.num_embeddings == 11
 
 
-@needs_oracle
 def test_k_diffusion_checkpoint_prefix_and_mismatch(ref):
-    cfg = json.loads(ref['config'])
+    cfg = json.loads(json.dumps(ref['config']))
     sd = {'inner_model.' + k: v for k, v in ref['state_dict'].items()}   # keys as in a k-diffusion training checkpoint
     model = HDiT.from_k_diffusion(cfg, sd)
     assert torch.equal(model.splits[0].fac, ref['state_dict']['splits.0.fac'])
-    bad = json.loads(ref['config']); bad['model']['widths'] = [64, 192]
+    bad = json.loads(json.dumps(ref['config'])); bad['model']['widths'] = [64, 192]
     with pytest.raises(ValueError, match='do not match the model config'): HDiT.from_k_diffusion(bad, ref['state_dict'])
     with torch.device('meta'): fast = HDiT.from_k_diffusion(cfg, ref['state_dict'])   # built on meta, weights assigned
     assert not any(t.is_meta for t in fast.state_dict().values())
@@ -254,7 +275,6 @@ def test_save_load_round_trip_and_errors(tmp_path):
     (tmp_path / 'other.json').write_text('{"levels": "nonsense"}')
     with pytest.raises(ValueError, match='not a valid HDiTConfig'): load_model(tmp_path / 'other')
     with pytest.raises(FileNotFoundError, match='not included in this installation'): load_pretrained('no-such-model')
-    from hdit_edu.model import pretrained_models
     assert pretrained_models() == ['openmoji64']                        # the quality net next to it is not an HDiT
     with pytest.raises(FileNotFoundError, match='available: openmoji64[.]'): load_pretrained('featnet_openmoji')
 
@@ -268,3 +288,20 @@ def test_presets_match_the_paper():
     tiny = HDiTConfig.tiny(16, num_classes=5)
     with torch.no_grad(): y = HDiT(tiny)(torch.randn(2, 3, 16, 16), torch.ones(2), class_cond=torch.tensor([0, 5]))
     assert y.shape == (2, 3, 16, 16) and sum(p.numel() for p in HDiT(tiny).parameters()) < 1_000_000
+
+
+def test_pretrained_missing_from_the_imported_package(monkeypatch, tmp_path):
+    "A copy of hdit_edu without its pretrained/ files (or one shadowing the install from the cwd) is named, with what to do."
+    pkg = tmp_path / 'hdit_edu'
+    (pkg / 'pretrained').mkdir(parents=True)
+    monkeypatch.setattr(hdit_edu.model, 'PACKAGE_DIR', pkg)
+    monkeypatch.setattr(hdit_edu.model, 'PRETRAINED_DIR', pkg / 'pretrained')
+    assert pretrained_models() == []
+    with pytest.raises(FileNotFoundError) as e: load_pretrained()
+    msg = str(e.value)
+    assert f'the hdit_edu package that Python imported, from {pkg}, has no pretrained models' in msg
+    assert 'reinstall hdit_edu' in msg and 'available: none' not in msg and '\n' not in msg
+    monkeypatch.chdir(tmp_path)                                       # a folder named hdit_edu in the cwd shadows the install
+    with pytest.raises(FileNotFoundError, match="folder 'hdit_edu' in the current directory, which shadows the installed "
+                                                "package.*start Python in another directory"):
+        load_pretrained('openmoji64')
