@@ -7,7 +7,7 @@ __all__ = ['ATTENTION_TYPES', 'LinearGEGLU', 'FeedForwardBlock', 'NeighborhoodSe
            'ShiftedWindowSelfAttentionBlock', 'make_attention_block', 'TransformerLayer', 'Level', 'FourierFeatures',
            'MappingFeedForwardBlock', 'MappingNetwork']
 
-# %% ../nbs/04_blocks.ipynb 2
+# %% ../nbs/04_blocks.ipynb 4
 import math
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from .attention import (rms_norm, zero_init, RMSNorm, AdaRMSNorm, AttentionBlock
                                 attention_weights)
 from .neighborhood import na2d, neighborhood_mask, shifted_window_attention, shifted_window_mask
 
-# %% ../nbs/04_blocks.ipynb 6
+# %% ../nbs/04_blocks.ipynb 8
 class LinearGEGLU(nn.Linear):
     "Linear layer to `2 * out_features`, split into value and gate, returns `value * gelu(gate)`."
     def __init__(self, in_features, out_features, bias=True):
@@ -27,7 +27,7 @@ class LinearGEGLU(nn.Linear):
         x, gate = F.linear(x, self.weight, self.bias).chunk(2, dim=-1)
         return x * F.gelu(gate)
 
-
+# %% ../nbs/04_blocks.ipynb 10
 class FeedForwardBlock(nn.Module):
     "Pre-norm GEGLU feed-forward block with AdaRMSNorm, a zero-initialised output projection and a residual."
     def __init__(self, d_model, d_ff, cond_features, dropout=0.0):
@@ -40,7 +40,7 @@ class FeedForwardBlock(nn.Module):
     def forward(self, x, cond):
         return x + self.down_proj(self.dropout(self.up_proj(self.norm(x, cond))))
 
-# %% ../nbs/04_blocks.ipynb 9
+# %% ../nbs/04_blocks.ipynb 13
 class NeighborhoodSelfAttentionBlock(AttentionBlock):
     "Attention block with 2D neighborhood attention: each token sees the `kernel_size²` tokens around it."
     kind = 'neighborhood'
@@ -53,7 +53,7 @@ class NeighborhoodSelfAttentionBlock(AttentionBlock):
     def mask(self, h, w, device=None): return neighborhood_mask(h, w, self.kernel_size, device=device)
     def attention_macs(self, h, w): return 2 * h * w * self.kernel_size ** 2 * self.d_head * self.n_heads
 
-
+# %% ../nbs/04_blocks.ipynb 15
 class ShiftedWindowSelfAttentionBlock(AttentionBlock):
     "Attention block with (shifted) window attention: tokens attend within `window_size²` windows rolled by `window_shift`."
     kind = 'shifted-window'
@@ -66,7 +66,7 @@ class ShiftedWindowSelfAttentionBlock(AttentionBlock):
     def mask(self, h, w, device=None): return shifted_window_mask(h, w, self.window_size, self.window_shift, device)
     def attention_macs(self, h, w): return 2 * h * w * self.window_size ** 2 * self.d_head * self.n_heads
 
-# %% ../nbs/04_blocks.ipynb 17
+# %% ../nbs/04_blocks.ipynb 23
 ATTENTION_TYPES = ('global', 'neighborhood', 'shifted-window', 'none')
 
 def make_attention_block(kind, d_model, d_head, cond_features, kernel_size=7, window_size=8, window_shift=0, dropout=0.0):
@@ -78,7 +78,7 @@ def make_attention_block(kind, d_model, d_head, cond_features, kernel_size=7, wi
     if kind == 'none': return None
     raise ValueError(f"unknown attention type {kind!r}: use one of {ATTENTION_TYPES}.")
 
-
+# %% ../nbs/04_blocks.ipynb 25
 class TransformerLayer(nn.Module):
     "An attention block (optional) then a GEGLU feed-forward block."
     def __init__(self, d_model, d_ff, cond_features, self_attn=None, dropout=0.0):
@@ -90,7 +90,7 @@ class TransformerLayer(nn.Module):
         if hasattr(self, 'self_attn'): x = self.self_attn(x, pos, cond)
         return self.ff(x, cond)
 
-
+# %% ../nbs/04_blocks.ipynb 27
 class Level(nn.ModuleList):
     "A stack of layers run in sequence at one resolution."
     def __init__(self, layers): super().__init__(layers)
@@ -98,7 +98,7 @@ class Level(nn.ModuleList):
         for layer in self: x = layer(x, pos, cond)
         return x
 
-# %% ../nbs/04_blocks.ipynb 20
+# %% ../nbs/04_blocks.ipynb 30
 class FourierFeatures(nn.Module):
     "Random Fourier features `[cos(2π x Wᵀ), sin(2π x Wᵀ)]` with a fixed Gaussian `W` (a buffer) of shape `[out/2, in]`."
     def __init__(self, in_features, out_features, std=1.0):
@@ -110,7 +110,7 @@ class FourierFeatures(nn.Module):
         f = 2 * math.pi * x @ self.weight.T
         return torch.cat([f.cos(), f.sin()], dim=-1)
 
-
+# %% ../nbs/04_blocks.ipynb 32
 class MappingFeedForwardBlock(nn.Module):
     "Residual GEGLU block of the mapping network (plain RMSNorm, zero-initialised output)."
     def __init__(self, d_model, d_ff, dropout=0.0):
@@ -122,7 +122,7 @@ class MappingFeedForwardBlock(nn.Module):
 
     def forward(self, x): return x + self.down_proj(self.dropout(self.up_proj(self.norm(x))))
 
-
+# %% ../nbs/04_blocks.ipynb 33
 class MappingNetwork(nn.Module):
     "RMSNorm, `n_layers` residual GEGLU blocks, RMSNorm: turns the summed embeddings into the conditioning vector."
     def __init__(self, n_layers, d_model, d_ff, dropout=0.0):
