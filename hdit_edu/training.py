@@ -731,8 +731,10 @@ def load_checkpoint_model(path, ema:bool=True, map_location='cpu') -> HDiT:
     if p.is_dir():
         ck = Path(read_checkpoint(p)['path'])
         return load_model(ck / ('ema' if ema else 'model'), map_location)
-    if not p.exists() and not Path(f'{p}.safetensors').exists() and len(p.parts) == 1 and not p.suffix:
-        return load_pretrained(p.name, map_location)     # a bare name: a model shipped with the package
+    if not p.exists() and not Path(f'{p}.safetensors').exists():
+        if len(p.parts) == 1 and not p.suffix: return load_pretrained(p.name, map_location)   # a name shipped with the package
+        raise FileNotFoundError(f"{p} does not exist: expected a run directory, a checkpoint directory, a model file "
+                                "written by save_model, or the name of a pretrained model")
     return load_model(path, map_location)
 
 def checkpoint_sigma_data(path, default:float=0.5) -> float:
