@@ -63,3 +63,22 @@ def test_fast_on_meta_at_1024():
     hdit, dit = (count_flops(meta_model(p(1024)), (3, 1024, 1024)) for p in (hdit_b4, dit_b4))
     assert time.time() - t < 60
     assert dit / hdit > 100                              # "more than 100x cheaper at 1024 px"
+
+
+def test_counting_skips_the_kernels_and_leaves_a_meta_model_as_it_was(monkeypatch):
+    from hdit_edu.blocks import NeighborhoodSelfAttentionBlock
+    from hdit_edu.attention import SelfAttentionBlock
+    cfg = HDiTConfig([LevelConfig(2, 128, 'neighborhood', d_head=32, kernel_size=7),
+                      LevelConfig(2, 128, 'global', d_head=32)], patch_size=2, input_size=64)
+    model = meta_model(cfg)
+    expected = count_flops(model, (3, 64, 64))
+    def kernel_ran(self, q, k, v): raise AssertionError('count_flops ran an attention kernel')
+    for cls in (NeighborhoodSelfAttentionBlock, SelfAttentionBlock): monkeypatch.setattr(cls, 'attend', kernel_ran)
+    assert count_flops(model, (3, 64, 64)) == expected   # the count needs shapes only
+    clean = lambda: not any('attend' in vars(m) or m._forward_hooks for m in model.modules())
+    assert clean()                                       # stand-ins and hooks removed
+    with pytest.raises(ValueError, match='does not fit this HDiT'):
+        count_flops(model, (3, 63, 64))
+    assert clean()                                       # ... also when the pass fails
+    with pytest.raises(AssertionError, match='ran an attention kernel'):
+        model(torch.zeros(1, 3, 64, 64, device='meta'), torch.ones(1, device='meta'))   # the model itself still uses them
