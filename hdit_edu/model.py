@@ -49,7 +49,7 @@ class HDiT(nn.Module):
         # 6. unpatching: RMSNorm, a linear layer to p*p*c numbers per token, tokens back to pixels
         return self.patch_out(self.out_norm(x)).movedim(-1, -3)
 
-# %% ../nbs/05_model.ipynb 11
+# %% ../nbs/05_model.ipynb 12
 def _pair(x): return (int(x), int(x)) if isinstance(x, (int, float)) else tuple(int(v) for v in x)
 
 @dataclass
@@ -75,7 +75,7 @@ class LevelConfig:
     @property
     def heads(self): return 0 if self.attention == 'none' else self.width // self.d_head
 
-# %% ../nbs/05_model.ipynb 13
+# %% ../nbs/05_model.ipynb 14
 @dataclass
 class HDiTConfig:
     "Everything needed to build an `HDiT`: its levels (finest first), patching, conditioning, and the data's shape."
@@ -98,7 +98,7 @@ class HDiTConfig:
         if self.mapping_width % 2: raise ValueError(f"mapping_width must be even (Fourier features), got {self.mapping_width}.")
         check_input_size(self, self.input_size)
 
-# %% ../nbs/05_model.ipynb 15
+# %% ../nbs/05_model.ipynb 16
 @patch(as_prop=True)
 def stride(self:HDiTConfig):
     "Pixels per token at the coarsest level, per axis: image sizes must be multiples of this."
@@ -130,7 +130,7 @@ def from_dict(cls:HDiTConfig, d):
     d = dict(d); d['levels'] = [LevelConfig(**lv) for lv in d['levels']]
     return cls(**d)
 
-# %% ../nbs/05_model.ipynb 17
+# %% ../nbs/05_model.ipynb 18
 def check_input_size(config, size):
     "Raise a ValueError that says what to do if an image of `size` (h, w) cannot go through a model with `config`."
     (H, W), (sh, sw) = _pair(size), config.stride
@@ -148,7 +148,7 @@ def check_input_size(config, size):
             raise ValueError(f"level {i} has a {h}x{w} token map at image size {H}x{W}, which {lv.window_size}x"
                              f"{lv.window_size} windows do not tile: choose a window_size that divides both sides.")
 
-# %% ../nbs/05_model.ipynb 19
+# %% ../nbs/05_model.ipynb 20
 @patch
 def table(self:HDiTConfig):
     "The config as a markdown table, one row per level."
@@ -167,7 +167,7 @@ def table(self:HDiTConfig):
 @patch
 def _repr_markdown_(self:HDiTConfig): return self.table()
 
-# %% ../nbs/05_model.ipynb 21
+# %% ../nbs/05_model.ipynb 22
 def hdit_b4(resolution=128, num_classes=0, input_channels=3, **kwargs):
     "The paper's HDiT-B/4 at `resolution` px: depths [2, 11], widths [384, 768], one extra local level per doubling above 128 px."
     extra = max(0, round(math.log2(resolution / 128)))
@@ -186,7 +186,7 @@ def hdit_imagenet256(**kwargs):
     return HDiTConfig([LevelConfig(2, 384, 'neighborhood'), LevelConfig(2, 768, 'neighborhood'),
                        LevelConfig(16, 1536, 'global')], patch_size=4, input_size=256, num_classes=1000, **kwargs)
 
-# %% ../nbs/05_model.ipynb 25
+# %% ../nbs/05_model.ipynb 26
 @patch
 def _build_mapping(self:HDiT, config:HDiTConfig):
     "Embeddings of the noise level, augmentation, class and extra conditioning, and the mapping network."
@@ -210,7 +210,7 @@ def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=
     if self.mapping_cond_in_proj is not None: emb = emb + self.mapping_cond_in_proj(mapping_cond)
     return self.mapping(emb)
 
-# %% ../nbs/05_model.ipynb 27
+# %% ../nbs/05_model.ipynb 28
 @patch
 def _make_layer(self:HDiT, lv:LevelConfig, index, mapping_width):
     "Transformer layer number `index` of a level `lv` (odd layers shift their windows)."
@@ -229,7 +229,7 @@ def _build_levels(self:HDiT, config:HDiTConfig):
         self.up_levels.append(Level([self._make_layer(lv, lv.depth + i, mw) for i in range(lv.depth)]))
     self.mid_level = Level([self._make_layer(levels[-1], i, mw) for i in range(levels[-1].depth)])
 
-# %% ../nbs/05_model.ipynb 29
+# %% ../nbs/05_model.ipynb 30
 @patch
 def _build(self:HDiT, config:HDiTConfig):
     "Create every module of the hourglass described by `config`."
@@ -244,7 +244,7 @@ def _build(self:HDiT, config:HDiTConfig):
     self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
     nn.init.zeros_(self.patch_out.proj.weight)
 
-# %% ../nbs/05_model.ipynb 31
+# %% ../nbs/05_model.ipynb 32
 @patch
 def _check_inputs(self:HDiT, x, sigma, class_cond, mapping_cond, aug_cond):
     "Raise a ValueError that says what to do for inputs the model cannot take; return `sigma` as a `[batch]` tensor."
@@ -268,7 +268,7 @@ def _check_inputs(self:HDiT, x, sigma, class_cond, mapping_cond, aug_cond):
         raise ValueError(f"aug_cond must have shape [batch, 9] = [{b}, 9] (or be None), got {tuple(aug_cond.shape)}.")
     return sigma.to(self.time_emb.weight.dtype).reshape(-1).expand(b)
 
-# %% ../nbs/05_model.ipynb 32
+# %% ../nbs/05_model.ipynb 33
 @patch
 def _check_class_cond(self:HDiT, class_cond, b):
     "Raise a ValueError that says what to do if `class_cond` does not suit this model (conditional or not) and batch `b`."
@@ -288,7 +288,7 @@ def _check_class_cond(self:HDiT, class_cond, b):
         raise ValueError(f"class_cond holds indices outside 0..{n} (classes 0..{n - 1}, null class {n}): "
                          f"got min {class_cond.min().item()}, max {class_cond.max().item()}.")
 
-# %% ../nbs/05_model.ipynb 38
+# %% ../nbs/05_model.ipynb 39
 def config_from_k_diffusion(config:dict):
     "`HDiTConfig` from a k-diffusion config dict (`{'model': {...}, 'dataset': {...}}`), applying k-diffusion's defaults."
     m = config.get('model', config)
@@ -315,7 +315,7 @@ def config_from_k_diffusion(config:dict):
                       mapping_width=mw, mapping_depth=m.get('mapping_depth', 2), mapping_d_ff=m.get('mapping_d_ff') or 3 * mw,
                       mapping_cond_dim=m.get('mapping_cond_dim', 0), mapping_dropout=m.get('mapping_dropout_rate', 0.0))
 
-# %% ../nbs/05_model.ipynb 39
+# %% ../nbs/05_model.ipynb 40
 def config_to_k_diffusion(cfg:HDiTConfig):
     "The k-diffusion config dict (model and dataset sections) of an `HDiTConfig`."
     def attn(lv):
@@ -333,7 +333,7 @@ def config_to_k_diffusion(cfg:HDiTConfig):
                       'mapping_dropout_rate': cfg.mapping_dropout},
             'dataset': {'num_classes': cfg.num_classes}}
 
-# %% ../nbs/05_model.ipynb 41
+# %% ../nbs/05_model.ipynb 42
 def _load_weights(model, state_dict, source='state_dict'):
     "Load `state_dict` strictly into `model` (assigning tensors if the model lives on the meta device); clear errors."
     state_dict = dict(state_dict)
@@ -362,7 +362,7 @@ def from_k_diffusion(cls:HDiT, config:dict, state_dict=None):
     model = cls(config_from_k_diffusion(config))
     return model if state_dict is None else _load_weights(model, state_dict)
 
-# %% ../nbs/05_model.ipynb 43
+# %% ../nbs/05_model.ipynb 44
 PACKAGE_DIR = Path(str(importlib.resources.files('hdit_edu')))     # the hdit_edu package Python imported
 REFERENCE_FILE = PACKAGE_DIR / 'reference' / 'k_diffusion_hdit_small.pt'
 
@@ -374,7 +374,7 @@ def load_reference():
     ref = torch.load(REFERENCE_FILE, weights_only=True)
     return {**ref, 'config': json.loads(ref['config'])}
 
-# %% ../nbs/05_model.ipynb 44
+# %% ../nbs/05_model.ipynb 45
 def check_against_reference(device='cpu'):
     "Max abs differences from k-diffusion of `HDiT`'s output, the EDM-denoised images and the soft-min-snr loss."
     ref = load_reference()
@@ -394,7 +394,7 @@ def check_against_reference(device='cpu'):
                 inner_output=err(inner, ref['inner_output']), denoised=err(denoised, ref['denoised']),
                 loss=err(loss, ref['loss']))
 
-# %% ../nbs/05_model.ipynb 50
+# %% ../nbs/05_model.ipynb 51
 def _attention_layers(model):
     "(stage, level, layer index, attention block) for every attention layer, in forward order."
     L = len(model.config.levels)
@@ -415,7 +415,7 @@ def attention_maps(self:HDiT, x, sigma, class_cond=None, mapping_cond=None, aug_
     finally:
         for *_, blk in layers: blk.record = None
 
-# %% ../nbs/05_model.ipynb 55
+# %% ../nbs/05_model.ipynb 56
 _UNDECAYED_LINEARS = ('time_in_proj', 'aug_in_proj', 'mapping_cond_in_proj')
 
 @patch
@@ -433,7 +433,7 @@ def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
         g['params'].append(p); g['param_names'].append(name)
     return [groups[k] for k in ('decay', 'no_decay', 'mapping_decay', 'mapping_no_decay') if k in groups]
 
-# %% ../nbs/05_model.ipynb 60
+# %% ../nbs/05_model.ipynb 61
 def _stem(path):
     path = str(path)
     for suffix in ('.safetensors', '.json'):
@@ -450,7 +450,7 @@ def save_model(model:HDiT, path):
     Path(f'{stem}.json').write_text(config)
     return Path(f'{stem}.safetensors')
 
-# %% ../nbs/05_model.ipynb 61
+# %% ../nbs/05_model.ipynb 62
 def _read_safetensors(weights:Path):
     "State dict and metadata of a safetensors file, with an error that says what to do if it is damaged."
     from safetensors import safe_open
@@ -481,7 +481,7 @@ def load_model(path, map_location='cpu'):
     _load_weights(model, state, source=str(weights))
     return model.to(map_location).eval()
 
-# %% ../nbs/05_model.ipynb 64
+# %% ../nbs/05_model.ipynb 65
 PRETRAINED_DIR = PACKAGE_DIR / 'pretrained'   # models shipped with the package
 
 def pretrained_models() -> list:
@@ -502,7 +502,7 @@ def load_pretrained(name='openmoji64', map_location='cpu'):
                                 f"`hdit-edu train`) and load it with load_model(path).")
     return load_model(PRETRAINED_DIR / f'{name}.safetensors', map_location)
 
-# %% ../nbs/05_model.ipynb 67
+# %% ../nbs/05_model.ipynb 68
 def _no_pretrained_message(name):
     "Why the imported hdit_edu package has no pretrained models, and what to do about it."
     msg = (f"pretrained model {name!r} not found: the hdit_edu package that Python imported, from {PACKAGE_DIR}, "
@@ -516,7 +516,7 @@ def _no_pretrained_message(name):
                 "from the repository. ")
     return msg + "Or train a model (`hdit-edu train`) and load it with load_model(path)."
 
-# %% ../nbs/05_model.ipynb 70
+# %% ../nbs/05_model.ipynb 71
 _ATTN_COLORS = {'neighborhood': '#9ecae1', 'shifted-window': '#a1d99b', 'global': '#fdae6b', 'none': '#d9d9d9'}
 
 def _hg_box(ax, x, y, w, h, text, color, fontsize=8):
@@ -543,7 +543,7 @@ def _hg_level_text(config, i, stage):
             'shifted-window': f'shifted windows {lv.window_size}×{lv.window_size}', 'none': 'no attention'}[lv.attention]
     return f'level {i} {stage}: {h}×{w} tokens\n{lv.depth} layer{"s" if lv.depth > 1 else ""} of width {lv.width}\n{attn}'
 
-# %% ../nbs/05_model.ipynb 71
+# %% ../nbs/05_model.ipynb 72
 def _hg_level_pair(ax, config, i, xd, xu, xm, ys, bw, bh, dy):
     "Level `i`'s down and up boxes, the merge below and the split, skip and lerp that feed its up stack."
     L, top = len(config.levels), lambda j: ys[j] + bh / 2
@@ -562,7 +562,7 @@ def _hg_level_pair(ax, config, i, xd, xu, xm, ys, bw, bh, dy):
     _hg_box(ax, xl, ys[i], 0.7, 0.3, f'lerp $f_{i}$', '#c7e9c0', fontsize=7)
     _hg_arrow(ax, (xl + 0.39, ys[i]), (xu[i] - bw / 2, ys[i]))
 
-# %% ../nbs/05_model.ipynb 72
+# %% ../nbs/05_model.ipynb 73
 def draw_hourglass(config:HDiTConfig=None, title=None, ax=None):
     "Draw the hourglass of `config` (default: HDiT-B/4 at 256 px): patching, levels, merges, splits and lerp skips."
     import matplotlib.pyplot as plt
