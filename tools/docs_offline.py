@@ -411,9 +411,15 @@ _SKIP_TEXT = ('script', 'style')
 _CODE = ('pre', 'code')
 
 
+def parse_page(page: Path) -> BeautifulSoup:
+    "A generated page, parsed; embedded pictures shortened to 64 characters of their payload (parsing stays fast)."
+    text = re.sub(r'(data:[\w/+.-]+;base64,[A-Za-z0-9+/=]{64})[A-Za-z0-9+/=\s]*', r'\1', page.read_text(encoding='utf-8'))
+    return BeautifulSoup(text, 'html.parser')
+
+
 def page_problems(page: Path, out_dir: Path) -> tuple:
     "Broken local links, leaked text and network loads of one generated page; and the number of local links."
-    soup = BeautifulSoup(page.read_text(encoding='utf-8'), 'html.parser')
+    soup = parse_page(page)
     problems, n_links = [], 0
     for t in soup.find_all(['script', 'link', 'img', 'iframe', 'source', 'audio', 'video', 'embed']):
         src = t.get('src') or (t.get('href') if t.name == 'link' else None)
@@ -442,15 +448,16 @@ def page_problems(page: Path, out_dir: Path) -> tuple:
     return problems, n_links
 
 
-def page_code(page: Path) -> str:
-    "The source code shown in the code cells of a page."
-    soup = BeautifulSoup(page.read_text(encoding='utf-8'), 'html.parser')
+def page_code(page) -> str:
+    "The source code shown in the code cells of a page (its path, or the page parsed)."
+    soup = parse_page(page) if isinstance(page, Path) else page
     return '\n'.join(d.get_text() for d in soup.select('div.cell-input pre'))
 
 
 def public_definitions(lib: Path, module: str) -> list:
     """`(name, patterns)` for each function and class of `module.__all__`: the lines of which one must be in a code
-    cell of the page for the name to count as shown. A class also needs every method it gets from `@patch` there."""
+    cell of the page for the name to count as shown. A class also needs every public method it gets from `@patch` there
+    (`def name(self:Class`); private `_helpers` may stay hidden as plumbing."""
     tree = ast.parse((lib / f'{module}.py').read_text(encoding='utf-8'))
     names, defs, patched = [], {}, {}
     for n in tree.body:
@@ -465,7 +472,8 @@ def public_definitions(lib: Path, module: str) -> list:
                 if to: cls = to[len('patch_to('):].split(',')[0].split(')')[0].strip()
                 elif n.args.args and n.args.args[0].annotation is not None:
                     cls = ast.unparse(n.args.args[0].annotation).strip('()')
-            if cls:
+            if cls and n.name.startswith('_') and not n.name.endswith('__'): pass  # private helpers may be plumbing
+            elif cls:
                 for c in re.split(r'\s*[,|]\s*', cls):
                     patched.setdefault(c, []).append(rf'^\s*def\s+{n.name}\s*\(\s*{n.args.args[0].arg}\b'
                                                      + (rf'\s*:\s*\(?[^)]*\b{c}\b' if not decos[0].startswith('patch_to') else ''))
@@ -476,8 +484,9 @@ def public_definitions(lib: Path, module: str) -> list:
     return [(nm, defs[nm] + patched.get(nm, [])) for nm in names if nm in defs]
 
 
-def source_coverage(out_dir: Path, lib: Path, nbs: Path, modules=TEACHING_MODULES):
-    "Public definitions of the teaching modules whose source is on their notebook's page: (shown, total, missing)."
+def source_coverage(out_dir: Path, lib: Path, nbs: Path, modules=TEACHING_MODULES, parsed=None):
+    """Public definitions of the teaching modules whose source is on their notebook's page: (shown, total, missing).
+    `parsed`: optional {page stem: parsed page}, to not parse the pages again."""
     page_of = {}
     for nb in sorted(nbs.glob('*.ipynb')):
         cells = json.loads(nb.read_text(encoding='utf-8'))['cells']
@@ -487,7 +496,7 @@ def source_coverage(out_dir: Path, lib: Path, nbs: Path, modules=TEACHING_MODULE
     for mod in modules:
         stem = page_of.get(mod)
         page = out_dir / f'{stem}.html'
-        code = page_code(page) if stem and page.exists() else ''
+        code = page_code((parsed or {}).get(stem) or page) if stem and page.exists() else ''
         for name, pats in public_definitions(lib, mod):
             if all(re.search(p, code, re.M) for p in pats): shown += 1
             else: missing.append(f'{mod}.{name}')
