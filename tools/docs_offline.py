@@ -94,12 +94,13 @@ def expected_outputs(nb):
     figs, texts = [], []
     for c in nb.cells:
         if c.cell_type != 'code': continue
+        asis = str(directives(c.source)[0].get('output', '')).lower() == 'asis'
         for o in visible_outputs(c):
             data = o.get('data', {})
             fig = next((m for m in ('image/png', 'image/jpeg', 'image/gif') if m in data), None)
             if fig: figs.append(_text(data[fig]).replace('\n', '')[:64])
             elif WIDGET_MIME in data: texts.append(None)  # shown as a note: no text of its own to find
-            elif o.get('output_type') == 'stream': texts.append(_text(o['text']))
+            elif o.get('output_type') == 'stream': texts.append(None if asis else _text(o['text']))
             elif o.get('output_type') == 'error': texts.append(o.get('ename', ''))
             elif {'text/markdown', 'text/html', 'image/svg+xml', 'text/latex'} & set(data): texts.append(None)
             elif 'text/plain' in data: texts.append(_text(data['text/plain']))
@@ -152,9 +153,10 @@ def _attr_html(attrs: dict) -> str:
     return ''.join(f' {k}="{html.escape(v)}"' for k, v in attrs.items())
 
 
-_re_link_attr = re.compile(r'(!?)\[([^\]\n]*)\]\(([^)\s]+)(?:\s+"([^"]*)")?\)\{([^}\n]*)\}')
-_re_span_attr = re.compile(r'(?<![\]!\\])\[([^\]\n]+)\]\{([^}\n]*)\}')
-_re_heading_attr = re.compile(r'^(#{1,6}\s+.*?)\s*\{([^}\n]*)\}\s*$')
+_ATTRS = r'\{(\s*(?:[#.][\w:.-]|[\w-]+=)[^}\n]*)\}'  # `{#id ...}`, `{.class ...}`, `{key=...}`: not maths like `{0, 1}`
+_re_link_attr = re.compile(r'(!?)\[([^\]\n]*)\]\(([^)\s]+)(?:\s+"([^"]*)")?\)' + _ATTRS)
+_re_span_attr = re.compile(r'(?<![\]!\\])\[([^\]\n]+)\]' + _ATTRS)
+_re_heading_attr = re.compile(r'^(#{1,6}\s+.*?)\s*' + _ATTRS + r'\s*$')
 _re_fence = re.compile(r'^\s*(```|~~~)')
 _re_div = re.compile(r'^:::+\s*(?:\{([^}]*)\}|([\w-]+))?\s*$')
 
@@ -297,6 +299,8 @@ class Page:
 
     def output(self, o, asis=False) -> str:
         t = o.get('output_type')
+        if t == 'stream' and asis and o.get('name') == 'stdout':  # printed markdown, shown as markdown (as Quarto does)
+            return f'<div class="cell-output cell-output-markdown">{self.markdown(_text(o["text"]))}</div>'
         if t == 'stream':
             cls = 'cell-output-stderr' if o.get('name') == 'stderr' else 'cell-output-stdout'
             return f'<div class="cell-output {cls}"><pre>{ansi2html(_text(o["text"]))}</pre></div>'
