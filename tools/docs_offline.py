@@ -12,7 +12,7 @@ no directive, attribute syntax, widget repr or prompt leaks into the text, nothi
 prints the share of the teaching modules' public definitions whose source is on the pages (the tests assert it).
 Usage: `python tools/docs_offline.py` from the repository root; exits non-zero on any failure.
 """
-import ast, base64, html, json, mimetypes, re, shutil, sys
+import ast, html, json, os, re, shutil, sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -560,6 +560,8 @@ def build(quiet=False) -> int:
     from nbdev.config import get_config
     from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar
     from nbdev.serve import proc_nbs
+    from nbdev.processors import FilterDefaults
+    import nbdev.serve_drv
     cfg = get_config()
     flags = cfg.get('tst_flags', '').split()
     slow = {s.name: b for s in sorted(cfg.nbs_path.glob('*.ipynb')) if (b := slow_cells_run_by_docs(s, flags))}
@@ -573,15 +575,19 @@ def build(quiet=False) -> int:
     if slow or prose: return 1
     refresh_quarto_yml()
     nbdev_sidebar.__wrapped__(path=cfg.nbs_path)
-    try: cache = proc_nbs(cfg.nbs_path, force=True, n_workers=0)
-    except Exception as e:
-        print(f'FAIL nbdev could not process the notebooks for the docs: {e}\n     nbdev runs every cell that imports '
-              f'something (and every exported cell) to render show_doc: keep imports in cells without other code')
-        return 1
-    out_dir = cfg.config_path / '_site_offline'
     srcs = sorted(cfg.nbs_path.glob('*.ipynb'))
+    try: cache = proc_nbs(cfg.nbs_path, force=True, n_workers=0)
+    except Exception:  # one notebook failed: process the others one by one, so every failure shows at once
+        cache = cfg.config_path / '_proc'
+        for src in srcs:
+            if (cache / src.name).exists(): continue
+            try: nbdev.serve_drv.main((src, cache / src.name, FilterDefaults))
+            except Exception as e:
+                print(f'FAIL {src.name}: nbdev could not process it for the docs: {e}\n     nbdev runs every cell that '
+                      f'imports something (and every exported cell) to render show_doc: keep imports in cells of their own')
+            finally: os.environ.pop('IN_TEST', None)
+    out_dir = cfg.config_path / '_site_offline'
     missing = [s.name for s in srcs if not (cache / s.name).exists()]
-    for m in missing: print(f'FAIL {m}: not processed')
     failed = render_site(cfg, cache, out_dir, cfg.nbs_path, verbose=not quiet) + len(missing)
     if not (cache / '_quarto.yml').exists(): print('FAIL _quarto.yml did not reach the processed site'); failed += 1
     bad_pages, links = check_site(out_dir)
