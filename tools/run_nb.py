@@ -35,4 +35,4 @@ if __name__ == '__main__':
     p.add_argument('--all', action='store_true', help='run flagged cells too')
     p.add_argument('--flags', nargs='*', default=[], help='test flags whose cells to run')
     a = p.parse_args()
-    for nb in a.notebooks: run(nb.resolve(), set(a.flags), a.all)
+    for nb in [n.resolve() for n in a.notebooks]: run(nb, set(a.flags), a.all)
