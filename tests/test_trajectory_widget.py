@@ -133,3 +133,31 @@ def test_set_from_code_updates_the_controls_and_samples_once(toy, monkeypatch):
     assert got == dict(steps=120, seed=4, sampler='euler', class_cond=3, cfg_scale=1.5)
     assert v.controls['steps'].max >= 120 and v.slider.max == 120
     assert torch.equal(v.frames[-1][0], _reference(v))
+
+
+def test_display_bundle_carries_a_static_picture(toy):
+    "Rendered pages (no kernel, no widget state) show the PNG in the bundle, never the widget's `VBox(...)` repr."
+    import base64, io
+    from PIL import Image
+    v = TrajectoryViewer(toy, steps=6, seed=0, class_cond=0).show_step(3)
+    bundle = v._repr_mimebundle_()
+    assert 'application/vnd.jupyter.widget-view+json' in bundle                   # live widget in Jupyter
+    im = Image.open(io.BytesIO(base64.b64decode(bundle['image/png'])))
+    assert im.format == 'PNG' and im.width >= 600 and im.height >= 200
+    assert bundle['text/plain'].startswith('TrajectoryViewer: step 3 / 6') and 'VBox' not in bundle['text/plain']
+    assert 'fox' in bundle['text/plain']
+    fig = v.frame_figure()                                                        # x_t, denoised, schedule
+    assert len(fig.axes) == 3 and list(fig.axes[2].lines[1].get_data()[0]) == [3]
+    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), v.current['denoised_image'])
+
+
+def test_default_denoiser_puts_the_model_on_the_device(monkeypatch):
+    model_mod = pytest.importorskip('hdit_edu.model')
+    from hdit_edu.sampling import default_denoiser
+    seen = {}
+    m = _small_hdit(model_mod)
+    def fake(name, map_location='cpu'): seen.update(name=name, device=map_location); return m.to(map_location)
+    monkeypatch.setattr(model_mod, 'load_pretrained', fake)
+    den, source = default_denoiser('cpu')
+    assert seen == dict(name='openmoji64', device=torch.device('cpu')) and source == 'pretrained openmoji64'
+    assert isinstance(den, Denoiser) and den.model is m and m.class_names == ['faces', 'nature', 'food']
