@@ -398,7 +398,7 @@ def show_images(images, nrow:int=8, title:str|None=None, figsize=None, ax=None):
     grid = image_grid(images, nrow=nrow)
     if ax is None:
         w, h = grid.size
-        fig, ax = plt.subplots(figsize=figsize or (min(10, w / 40), min(10, w / 40) * h / w + (0.3 if title else 0)), dpi=80)
+        fig, ax = plt.subplots(figsize=figsize or (min(10, w / 40), min(10, w / 40) * h / w + (0.3 if title else 0)), dpi=100)
     ax.imshow(grid, cmap='gray' if grid.mode == 'L' else None, interpolation='nearest'); ax.axis('off')
     if title: ax.set_title(title, fontsize=9)
     return ax.figure

@@ -346,7 +346,7 @@ def smooth_losses(losses, beta:float=0.98) -> list[float]:
 
 def plot_losses(losses, ax=None, beta:float=0.98, title:str='training loss'):
     "Plot raw and smoothed per-step losses on a log scale; returns the figure."
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3), dpi=80)
+    if ax is None: _, ax = plt.subplots(figsize=(6, 3), dpi=100)
     xs = range(1, len(losses) + 1)
     ax.plot(xs, losses, alpha=0.3, lw=0.8, label='per step')
     ax.plot(xs, smooth_losses(losses, beta), lw=1.5, label='smoothed')
@@ -366,7 +366,7 @@ class _Progress:
             from IPython.display import display
             self.bar = NBProgressBar(range(total - start), leave=True)
             self.bar.update(0)
-            self.fig, self.ax = plt.subplots(figsize=(6, 2.6), dpi=80)
+            self.fig, self.ax = plt.subplots(figsize=(6, 2.6), dpi=100)
             self.handle = display(self.fig, display_id=True)
             plt.close(self.fig)                       # shown (and later updated) through the display handle only
             self.nb = True

@@ -68,6 +68,28 @@ def test_hub_offline_flag_set_after_import_is_honoured(monkeypatch):
     assert datasets.config.HF_HUB_OFFLINE is False            # restored afterwards
 
 
+def test_hub_unreachable_fails_fast_and_looks_only_in_the_cache(monkeypatch):
+    "Online but without a reachable hub: one short request, then the local cache only (no half-minute of retries)."
+    import datasets, huggingface_hub.constants as hc
+    for v in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'): monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(datasets.config, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(hc, 'ENDPOINT', 'http://127.0.0.1:9')          # nothing listens there: refused at once
+    t0 = time.perf_counter()
+    with pytest.raises(ConnectionError, match='could not be reached') as e: load_hf_dataset('someone/no-such-dataset')
+    assert time.perf_counter() - t0 < 10
+    assert e.value.reason == 'the hub could not be reached (within 5 s) and it is not in the local cache'
+    assert datasets.config.HF_HUB_OFFLINE is False                      # the forced offline mode is undone
+
+
+def test_hub_says_missing_or_the_name_is_invalid(monkeypatch):
+    import hdit_edu.data as data
+    for v in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'): monkeypatch.delenv(v, raising=False)
+    assert data._hub_status('../my_folder') == 'missing'                # not a valid repo id: no request at all
+    monkeypatch.setattr(data, '_hub_status', lambda name, timeout=5.: 'missing')
+    with pytest.raises(FileNotFoundError, match='check the name') as e: load_hf_dataset('someone/typo')
+    assert e.value.reason == 'not a dataset on the Hugging Face hub'
+
+
 def test_standardize_columns_finds_image_and_label_columns():
     import datasets
     feats = datasets.Features({'id': datasets.Value('int64'), 'pic': datasets.Image(),
