@@ -1,11 +1,14 @@
-"Neighborhood attention: the pure-PyTorch na2d against NATTEN, the dense reference and finite differences."
+"Neighborhood attention: every backend of na2d (gather loop, dense and tiled masked SDPA, flex_attention) against NATTEN, the dense reference, each other and finite differences."
 import itertools, warnings
 import pytest
 import torch
 from hdit_edu import neighborhood as nb
 from hdit_edu.neighborhood import (na2d, na2d_dense, na2d_weights, na2d_key_index, na2d_attention_map,
                                    neighborhood_mask, window_indices, shifted_window_attention,
-                                   shifted_window_mask, set_backend)
+                                   shifted_window_mask, set_backend, describe_backend, na_mask_mod, na_block_mask,
+                                   BACKENDS)
+
+CPU_BACKENDS = ('gather', 'dense', 'tiled')      # the pure-PyTorch implementations (forward and backward on CPU)
 
 
 def _natten():
@@ -36,25 +39,29 @@ NATTEN_CASES = [(ks, d, (ks * d + 1 + (i % 3), ks * d + 3 + 2 * (i % 2)), [8, 16
                 for i, (ks, d) in enumerate(itertools.product([3, 5, 7, 9], [1, 2, 3]))]
 
 
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
 @pytest.mark.parametrize('ks,dil,hw,hd', NATTEN_CASES)
-def test_na2d_matches_natten_cpu_forward(ks, dil, hw, hd):
+def test_na2d_matches_natten_cpu_forward(ks, dil, hw, hd, backend):
     q, k, v = _qkv((2, *hw, 2, hd), seed=ks * 10 + dil)
     ref = _natten_na2d(q, k, v, kernel_size=ks, dilation=dil)
-    out = na2d(q, k, v, ks, dil, backend='torch')
+    out = na2d(q, k, v, ks, dil, backend=backend)
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
 
-def test_na2d_matches_natten_with_scale():
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_na2d_matches_natten_with_scale(backend):
     q, k, v = _qkv((1, 13, 10, 3, 16), seed=3)
     ref = _natten_na2d(q, k, v, kernel_size=5, dilation=2, scale=0.7)
-    torch.testing.assert_close(na2d(q, k, v, 5, 2, scale=0.7), ref, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(na2d(q, k, v, 5, 2, scale=0.7, backend=backend), ref, atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
 @pytest.mark.parametrize('hw,ks,dil', [((7, 7), 7, 1), ((9, 12), 3, 1), ((10, 16), 5, 2), ((13, 9), 3, 3),
-                                       ((16, 14), 7, 2)])
-def test_na2d_matches_dense(hw, ks, dil):
+                                       ((16, 14), 7, 2), ((24, 40), 7, 1), ((27, 19), 5, 3)])
+def test_na2d_matches_dense(hw, ks, dil, backend):
     q, k, v = _qkv((2, *hw, 3, 8), dtype=torch.float64, seed=1)
-    torch.testing.assert_close(na2d(q, k, v, ks, dil), na2d_dense(q, k, v, ks, dil), atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(na2d(q, k, v, ks, dil, backend=backend), na2d_dense(q, k, v, ks, dil),
+                               atol=1e-12, rtol=1e-12)
 
 
 def test_dense_reference_matches_natten():
@@ -66,27 +73,32 @@ def test_dense_reference_matches_natten():
 
 @pytest.mark.parametrize('shape,ks,dil,fast', [((1, 5, 4, 1, 2), 3, 1, False), ((2, 7, 6, 2, 3), 3, 2, True),
                                                ((1, 5, 6, 2, 3), 5, 1, True), ((1, 9, 10, 1, 4), 3, 3, True)])
-def test_na2d_gradcheck(shape, ks, dil, fast):
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_na2d_gradcheck(shape, ks, dil, fast, backend):
     "Finite differences in float64 (full Jacobian for the smallest case, random projections for the others)."
     q, k, v = _qkv(shape, dtype=torch.float64, seed=2, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, ks, dil), (q, k, v), fast_mode=fast)
+    assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, ks, dil, backend=backend), (q, k, v),
+                                    fast_mode=fast)
 
 
-@pytest.mark.parametrize('hw,ks,dil', [((8, 9), 3, 1), ((11, 10), 5, 2), ((9, 12), 3, 3)])
-def test_na2d_gradients_match_dense_autograd(hw, ks, dil):
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+@pytest.mark.parametrize('hw,ks,dil', [((8, 9), 3, 1), ((11, 10), 5, 2), ((9, 12), 3, 3), ((26, 17), 7, 1),
+                                       ((16, 24), 5, 2)])
+def test_na2d_gradients_match_dense_autograd(hw, ks, dil, backend):
     q, k, v = _qkv((2, *hw, 2, 8), dtype=torch.float64, seed=4, requires_grad=True)
     g = torch.randn(q.shape, dtype=torch.float64)
-    got = torch.autograd.grad(na2d(q, k, v, ks, dil, scale=0.3), (q, k, v), g)
+    got = torch.autograd.grad(na2d(q, k, v, ks, dil, scale=0.3, backend=backend), (q, k, v), g)
     ref = torch.autograd.grad(na2d_dense(q, k, v, ks, dil, scale=0.3), (q, k, v), g)
     for a, b in zip(got, ref): torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
 
 
-def test_na2d_noncontiguous_inputs():
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_na2d_noncontiguous_inputs(backend):
     "q, k, v sliced out of one fused projection (non-contiguous views) work and give the same gradients."
     x = torch.randn(1, 9, 10, 2, 24, dtype=torch.float64, requires_grad=True)
     q, k, v = x.chunk(3, dim=-1)
     assert not q.is_contiguous()
-    out = na2d(q, k, v, 3, 2)
+    out = na2d(q, k, v, 3, 2, backend=backend)
     torch.testing.assert_close(out, na2d_dense(q, k, v, 3, 2))
     (gx,) = torch.autograd.grad(out.square().sum(), x)
     (gr,) = torch.autograd.grad(na2d_dense(*x.chunk(3, dim=-1), 3, 2).square().sum(), x)
@@ -102,18 +114,20 @@ def test_na2d_row_blocks_change_nothing(monkeypatch, block_bytes):
     ref_grads = torch.autograd.grad(ref, (q, k, v), g)
     monkeypatch.setattr(nb, 'CPU_BLOCK_BYTES', block_bytes)
     assert len(nb._row_blocks(q)) == {1: 11, 700: 11, 5000: 3}[block_bytes]   # 1152 bytes per row
-    out = na2d(q, k, v, 3, 2)
+    out = na2d(q, k, v, 3, 2, backend='gather')
     torch.testing.assert_close(out, ref)
     for a, b in zip(torch.autograd.grad(out, (q, k, v), g), ref_grads): torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, 3, 2), (q, k, v), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, 3, 2, backend='gather'), (q, k, v),
+                                    fast_mode=True)
 
 
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
-def test_na2d_low_precision(dtype):
+def test_na2d_low_precision(dtype, backend):
     q, k, v = _qkv((1, 10, 12, 2, 16), seed=6)
     ref = na2d_dense(q.double(), k.double(), v.double(), 5, 2)
     ql, kl, vl = (t.to(dtype).requires_grad_() for t in (q, k, v))
-    out = na2d(ql, kl, vl, 5, 2)
+    out = na2d(ql, kl, vl, 5, 2, backend=backend)
     assert out.dtype == dtype
     torch.testing.assert_close(out.double(), ref, atol=3e-2, rtol=3e-2)
     out.float().square().sum().backward()
@@ -318,3 +332,238 @@ def test_shifted_window_low_precision_and_errors():
     with pytest.raises(ValueError, match='shift must be'): shifted_window_attention(q, k, v, 4, shift=-1)
     with pytest.raises(ValueError, match='same shape'): shifted_window_attention(q, k[:, :4], v, 4)
     with pytest.raises(TypeError, match='int'): shifted_window_attention(q, k, v, 4.0)
+
+
+# ---- the pure-PyTorch paths: dense and tiled masked SDPA --------------------------------------------------------
+
+def test_cpu_choice_by_size(monkeypatch):
+    "On CPU, 'auto' runs one masked SDPA up to DENSE_MAX_TOKENS tokens and the tiled SDPA above; both are exact."
+    monkeypatch.setattr(nb, 'DENSE_MAX_TOKENS', 100)
+    small, large = torch.randn(1, 10, 10, 1, 4), torch.randn(1, 10, 11, 1, 4)
+    assert nb._choose_backend(small, small, small, 'auto') == 'dense'
+    assert nb._choose_backend(large, large, large, 'auto') == 'tiled'
+    assert nb._choose_backend(large, large, large, 'torch') == 'tiled'
+    for be in ('gather', 'dense', 'tiled'): assert nb._choose_backend(large, large, large, be) == be
+
+
+@pytest.mark.parametrize('n,tile,expected', [(5, 8, 5), (8, 8, 8), (12, 8, 6), (20, 8, 10), (64, 8, 8), (13, 8, 8)])
+def test_tile_length_divides_the_map_when_it_can(n, tile, expected):
+    assert nb._tile_len(n, tile) == expected
+
+
+@pytest.mark.parametrize('hw,ks,dil,tile', [((16, 16), 7, 1, 8), ((13, 29), 5, 2, 8), ((40, 9), 3, 3, 4),
+                                            ((31, 31), 9, 1, 8), ((18, 22), 3, 4, 5)])
+def test_tiled_plan_covers_every_window_exactly(hw, ks, dil, tile):
+    "Each query's tile halo holds its whole window, and the tile mask allows exactly the window's keys."
+    h, w = hw
+    p = nb._tile_plan(h, w, ks, dil, tile, torch.device('cpu'))
+    nt, L, S = p['allowed'].shape
+    keys = p['k_idx'].view(nt, S)
+    dense = torch.zeros(h * w, h * w, dtype=torch.bool)
+    slots = p['back']                                          # each token's slot among the tiles' queries
+    for token in range(h * w):
+        t, i = divmod(int(slots[token]), L)
+        assert int(p['q_idx'][slots[token]]) == token
+        dense[token, keys[t][p['allowed'][t, i]]] = True
+    assert torch.equal(dense, neighborhood_mask(h, w, ks, dil))
+
+
+def test_tiled_plan_and_masks_are_cached():
+    q, k, v = _qkv((1, 24, 24, 2, 8))
+    nb._tile_plans.clear()
+    na2d(q, k, v, 7, backend='tiled'); na2d(q, k, v, 7, backend='tiled')
+    assert len(nb._tile_plans) == 1
+    (plan,) = nb._tile_plans.values()
+    assert list(plan['masks']) == [torch.float32]
+    na2d(q.double(), k.double(), v.double(), 7, backend='tiled')
+    assert len(nb._tile_plans) == 1 and set(plan['masks']) == {torch.float32, torch.float64}
+
+
+def test_tiled_memory_is_linear():
+    "The tiled path keeps tiles and halos (a few times q), never an N×N tensor, for the backward."
+    sizes = {}
+    for n in (32, 64):
+        q, k, v = _qkv((1, n, n, 2, 8), requires_grad=True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = na2d(q, k, v, 7, backend='tiled')
+        assert max(saved) <= max(4 * q.numel(), n * n * 14 * 14)   # tiles, halos, the (batch-shared) tile mask
+        assert max(saved) < (n * n) ** 2 / 4                  # nothing N×N (16.8M entries at 64×64)
+        sizes[n] = sum(saved)
+    assert 3.5 < sizes[64] / sizes[32] < 4.5                  # 4× the tokens, ~4× the memory
+
+
+def test_backends_agree_on_a_training_sized_call():
+    "HDiT's small default: 16×16 and 32×32 tokens, kernel 7, batch 8: every CPU backend gives the same gradients."
+    for n in (16, 32):
+        q, k, v = _qkv((8, n, n, 2, 32), requires_grad=True, seed=n)
+        g = torch.randn(q.shape)
+        res = {}
+        for be in CPU_BACKENDS:
+            out = na2d(q, k, v, 7, scale=0.25, backend=be)
+            res[be] = (out, *torch.autograd.grad(out, (q, k, v), g))
+        for be in ('dense', 'tiled'):
+            torch.testing.assert_close(res[be][0], res['gather'][0], atol=1e-5, rtol=1e-5)
+            for a, b in zip(res[be][1:], res['gather'][1:]): torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-4)
+
+
+# ---- flex_attention --------------------------------------------------------------------------------------------
+
+FLEX_CASES = [(ks, d, (ks * d + 1 + i % 3, ks * d + 2 + 3 * (i % 2))) for i, (ks, d) in
+              enumerate(itertools.product([3, 5, 7, 9], [1, 2, 3, 4]))] + [(7, 1, (16, 16)), (7, 1, (24, 40)),
+                                                                            (3, 1, (3, 3)), (5, 2, (10, 31))]
+
+
+@pytest.mark.parametrize('ks,dil,hw', FLEX_CASES)
+def test_mask_mod_is_the_neighborhood_mask(ks, dil, hw):
+    "The 6-line mask predicate, evaluated on every (query, key) pair, is exactly the dense neighborhood mask."
+    h, w = hw
+    qi, ki = torch.arange(h * w)[:, None], torch.arange(h * w)[None, :]
+    assert torch.equal(na_mask_mod(h, w, ks, dil)(0, 0, qi, ki), neighborhood_mask(h, w, ks, dil))
+
+
+@pytest.mark.parametrize('ks,dil,hw', FLEX_CASES)
+def test_flex_forward_matches_gather_loop(ks, dil, hw):
+    q, k, v = _qkv((2, *hw, 2, 16), seed=ks + 10 * dil)
+    ref = na2d(q, k, v, ks, dil, scale=0.4, backend='gather')
+    torch.testing.assert_close(na2d(q, k, v, ks, dil, scale=0.4, backend='flex'), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_block_mask_is_cached(monkeypatch):
+    "The block mask is built on the first call for a (map, kernel, dilation, device) and reused afterwards."
+    fa = pytest.importorskip('torch.nn.attention.flex_attention')
+    built = []
+    real = fa.create_block_mask
+    monkeypatch.setattr(fa, 'create_block_mask', lambda *a, **kw: built.append(a[3:5]) or real(*a, **kw))
+    monkeypatch.setattr(nb, '_block_masks', {})
+    q, k, v = _qkv((1, 12, 14, 2, 16))
+    a = na2d(q, k, v, 5, backend='flex')
+    b = na2d(q[:, :, :, :1].expand(3, -1, -1, -1, -1), k[:, :, :, :1].expand(3, -1, -1, -1, -1),
+             v[:, :, :, :1].expand(3, -1, -1, -1, -1), 5, backend='flex')   # other batch size and heads: same mask
+    assert built == [(168, 168)]
+    torch.testing.assert_close(b[:1], a[:, :, :, :1])
+    assert na_block_mask(12, 14, 5) is nb._block_masks[(12, 14, 5, 1, 'cpu')]
+    na2d(q, k, v, 5, 2, backend='flex')
+    assert len(built) == 2 and len(nb._block_masks) == 2
+
+
+def test_block_mask_skips_most_tiles():
+    "At 64×64 tokens with a 7×7 window, each block of 128 queries meets at most 5 of the 32 key blocks."
+    bm = na_block_mask(64, 64, 7)
+    n_blocks = bm.kv_num_blocks + (bm.full_kv_num_blocks if bm.full_kv_num_blocks is not None else 0)
+    assert n_blocks.max() <= 5 and n_blocks.min() >= 4
+
+
+def test_flex_has_no_cpu_backward_and_says_so():
+    q, k, v = _qkv((1, 8, 8, 1, 16), requires_grad=True)
+    with pytest.raises(ValueError, match='no backward pass on CPU'): na2d(q, k, v, 3, backend='flex')
+    with torch.no_grad(): na2d(q, k, v, 3, backend='flex')    # forward (sampling, tests) is fine
+
+
+# ---- automatic choice and its message --------------------------------------------------------------------------
+
+@pytest.mark.parametrize('natten_ok,flex_ok,expected', [(True, True, 'natten'), (False, True, 'flex'),
+                                                        (False, False, 'dense')])
+def test_auto_choice_with_faked_capabilities(monkeypatch, natten_ok, flex_ok, expected):
+    "On a (faked) GPU: NATTEN's fused kernels when they support the call, else flex_attention, else pure PyTorch."
+    monkeypatch.setattr(nb, '_natten_cuda_supported', lambda q, k, v: natten_ok)
+    monkeypatch.setattr(nb, '_flex_cuda_supported', lambda q: flex_ok)
+    monkeypatch.setattr(nb, 'BACKEND', 'auto')
+    x = torch.randn(1, 8, 8, 1, 16)
+    assert nb._choose_backend(x, x, x, 'auto') == expected
+    assert nb._choose_backend(x, x, x, 'torch') == 'dense'      # 'torch' never leaves pure PyTorch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    msg = describe_backend('cuda')
+    assert msg.startswith('neighborhood attention: ') and msg.endswith(' on cuda') and '\n' not in msg
+    assert {'natten': "NATTEN's fused kernels", 'flex': 'flex_attention (compiled)',
+            'dense': 'pure PyTorch'}[expected] in msg
+
+
+def test_flex_capability_needs_cuda_and_triton():
+    x = torch.randn(1, 8, 8, 1, 16)
+    assert not nb._flex_cuda_supported(x)                      # CPU tensors never take the compiled flex path
+
+
+def test_describe_backend(monkeypatch):
+    monkeypatch.setattr(nb, 'BACKEND', 'auto')
+    assert describe_backend('cpu') == ("neighborhood attention: pure PyTorch (one masked SDPA up to "
+                                       f"{nb.DENSE_MAX_TOKENS} tokens per map, on tiles above) on cpu")
+    set_backend('flex')
+    try: assert describe_backend('cpu') == ("neighborhood attention: flex_attention (eager, forward only) on cpu, "
+                                            "set by set_backend('flex')")
+    finally: set_backend('auto')
+    if not torch.cuda.is_available():
+        assert 'no CUDA device' in describe_backend('cuda')
+    assert describe_backend() == describe_backend('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def test_set_backend_accepts_every_backend():
+    try:
+        for be in BACKENDS: set_backend(be); assert nb.BACKEND == be
+    finally: set_backend('auto')
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'gather'"): set_backend('fast')
+
+
+# ---- torch.compile --------------------------------------------------------------------------------------------
+
+def test_shifted_window_attention_compiles_on_cpu():
+    "torch.compile (inductor) of a shifted-window layer, forward and backward, equals the eager result."
+    torch._dynamo.reset()
+    q, k, v = _qkv((1, 4, 4, 1, 4), requires_grad=True)
+    f = lambda q, k, v: shifted_window_attention(q, k, v, 2, shift=1, scale=0.5)
+    out = torch.compile(f)(q, k, v)
+    ref = f(q, k, v)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(a, b)
+
+
+# ---- on a GPU (skipped without CUDA) ----------------------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+@cuda
+@pytest.mark.parametrize('hw,ks,dil', [((16, 16), 7, 1), ((24, 40), 7, 1), ((19, 23), 5, 2), ((64, 64), 7, 1)])
+def test_gpu_flex_forward_and_backward_match_gather(hw, ks, dil):
+    q, k, v = (t.cuda() for t in _qkv((2, *hw, 2, 64), seed=21, requires_grad=False))
+    for t in (q, k, v): t.requires_grad_()
+    g = torch.randn_like(q)
+    res = {}
+    for be in ('gather', 'flex', 'tiled'):
+        out = na2d(q, k, v, ks, dil, scale=0.3, backend=be)
+        res[be] = (out, *torch.autograd.grad(out, (q, k, v), g))
+    for be in ('flex', 'tiled'):
+        for a, b in zip(res[be], res['gather']): torch.testing.assert_close(a, b, atol=2e-4, rtol=2e-4)
+
+
+@cuda
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_gpu_flex_low_precision(dtype):
+    q, k, v = (t.cuda() for t in _qkv((2, 32, 32, 4, 64), seed=22))
+    ref = na2d(q, k, v, 7, backend='gather')
+    ql, kl, vl = (t.to(dtype).requires_grad_() for t in (q, k, v))
+    out = na2d(ql, kl, vl, 7, backend='flex')
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    out.float().square().sum().backward()
+    assert all(t.grad.dtype == dtype and torch.isfinite(t.grad).all() for t in (ql, kl, vl))
+
+
+@cuda
+def test_gpu_flex_compiles_once_for_every_batch_size():
+    "flex_attention is compiled once and reused: new batch sizes do not recompile (the batch dim is dynamic)."
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset(); counters.clear()
+    for b in (2, 3, 5, 8, 2):
+        q = torch.randn(b, 32, 32, 2, 64, device='cuda', dtype=torch.bfloat16)
+        na2d(q, q, q, 7, backend='flex')
+    assert counters['stats']['unique_graphs'] <= 2            # a static first compile, then one dynamic one
+
+
+@cuda
+def test_gpu_auto_prefers_fused_paths():
+    x = torch.randn(1, 16, 16, 2, 64, device='cuda', dtype=torch.bfloat16)
+    assert nb._choose_backend(x, x, x, 'auto') in ('natten', 'flex')
+    assert any(s in describe_backend('cuda') for s in ("NATTEN", 'flex_attention (compiled)'))
