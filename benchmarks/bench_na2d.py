@@ -47,7 +47,7 @@ def child(case, size, args):
     else:
         from hdit_edu.neighborhood import na2d
         def run():
-            out = na2d(q, k, v, args.kernel, backend='torch')
+            out = na2d(q, k, v, args.kernel, backend=args.backend)
             if case == 'na2d_fwd_bwd':
                 out.backward(grad)
                 for t in (q, k, v): t.grad = None
@@ -75,7 +75,7 @@ def mem_available_bytes():
 def run_case(case, size, args, heads=None):
     cmd = [sys.executable, __file__, '--child', case, '--sizes', str(size), '--batch', str(args.batch),
            '--heads', str(heads or args.heads), '--head-dim', str(args.head_dim), '--kernel', str(args.kernel),
-           '--threads', str(args.threads), '--repeats', str(args.repeats if case != 'natten_fwd' else args.natten_repeats)]
+           '--threads', str(args.threads), '--backend', args.backend, '--repeats', str(args.repeats if case != 'natten_fwd' else args.natten_repeats)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         return dict(case=case, size=size, skipped=f"failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
@@ -93,7 +93,7 @@ def header(args):
                    if l.startswith('model name'))
     except (OSError, StopIteration): pass
     load = ' '.join(f'{x:.2f}' for x in os.getloadavg()) if hasattr(os, 'getloadavg') else 'n/a'
-    return (f"na2d benchmark: batch {args.batch}, {args.heads} heads, head_dim {args.head_dim}, kernel {args.kernel}, "
+    return (f"na2d benchmark (backend {args.backend!r}): batch {args.batch}, {args.heads} heads, head_dim {args.head_dim}, kernel {args.kernel}, "
             f"float32, CPU ({cpu}, {os.cpu_count()} cores), {args.threads} threads\n"
             f"torch {torch.__version__}, natten {nv}, python {platform.python_version()}; load average at start: {load}\n"
             f"time: best of {args.repeats} calls after a first (memory-measured) call ({args.natten_repeats} for "
@@ -136,6 +136,8 @@ def main():
     p.add_argument('--head-dim', type=int, default=32)
     p.add_argument('--kernel', type=int, default=7)
     p.add_argument('--threads', type=int, default=1, help='torch threads (1: robust on a shared machine)')
+    p.add_argument('--backend', default='torch', help="na2d backend: 'torch' (what 'auto' runs on CPU), 'gather', "
+                   "'dense', 'tiled'")
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--natten-repeats', type=int, default=2)
     p.add_argument('--no-natten', action='store_true', help='skip NATTEN')
