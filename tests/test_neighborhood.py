@@ -452,6 +452,19 @@ def test_block_mask_skips_most_tiles():
     bm = na_block_mask(64, 64, 7)
     n_blocks = bm.kv_num_blocks + (bm.full_kv_num_blocks if bm.full_kv_num_blocks is not None else 0)
     assert n_blocks.max() <= 5 and n_blocks.min() >= 4
+    kinds = nb.block_mask_kinds(bm)
+    assert kinds.shape == (32, 32) and torch.equal((kinds > 0).sum(1), n_blocks[0, 0].cpu())
+
+
+def test_block_mask_kinds_match_the_dense_mask():
+    "Skipped tiles hold no allowed pair, full tiles only allowed pairs, partial tiles some of each."
+    fa = pytest.importorskip('torch.nn.attention.flex_attention')
+    h, w, ks, bs = 16, 16, 7, 4
+    kinds = nb.block_mask_kinds(fa.create_block_mask(na_mask_mod(h, w, ks), None, None, h * w, h * w,
+                                                     device='cpu', BLOCK_SIZE=bs))
+    tiles = neighborhood_mask(h, w, ks).view(h * w // bs, bs, h * w // bs, bs).float().mean((1, 3))
+    assert torch.equal(kinds == 0, tiles == 0) and torch.equal(kinds == 2, tiles == 1)
+    assert {0, 1, 2} == set(kinds.unique().tolist())
 
 
 def test_flex_has_no_cpu_backward_and_says_so():
