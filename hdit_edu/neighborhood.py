@@ -423,7 +423,7 @@ def _choose_backend(q, k, v, backend):
         return 'flex'
     if backend == 'auto':                                  # each test checks the device itself
         if _natten_cuda_supported(q, k, v): return 'natten'
-        if _flex_cuda_supported(q): return 'flex'
+        if _flex_cuda_supported(q) and q.shape[1] * q.shape[2] > DENSE_MAX_TOKENS: return 'flex'
     if backend in ('gather', 'dense', 'tiled'): return backend
     return _torch_path(q)
 
@@ -464,7 +464,8 @@ def describe_backend(device=None) -> str:
     which = _auto_backend_on(dev) if BACKEND == 'auto' else BACKEND
     what = {'natten': "NATTEN's fused kernels", 'dense': "one masked SDPA (dense N×N mask)",
             'gather': "the pure-PyTorch gather loop", 'tiled': "masked SDPA on tiles of the map",
-            'flex': f"flex_attention ({'compiled' if dev.type == 'cuda' else 'eager, forward only'})"}.get(
+            'flex': f"flex_attention ({'compiled' if dev.type == 'cuda' else 'eager, forward only'}"
+                    f"{f'; one masked SDPA up to {DENSE_MAX_TOKENS} tokens per map' if BACKEND == 'auto' else ''})"}.get(
         which, f"pure PyTorch (one masked SDPA up to {DENSE_MAX_TOKENS} tokens per map, on tiles above)")
     forced = '' if BACKEND == 'auto' else f", set by set_backend({BACKEND!r})"
     return f"neighborhood attention: {what} on {dev.type}{forced}"

@@ -476,20 +476,21 @@ def test_flex_has_no_cpu_backward_and_says_so():
 # ---- automatic choice and its message --------------------------------------------------------------------------
 
 @pytest.mark.parametrize('natten_ok,flex_ok,expected', [(True, True, 'natten'), (False, True, 'flex'),
-                                                        (False, False, 'dense')])
+                                                        (False, False, 'tiled')])
 def test_auto_choice_with_faked_capabilities(monkeypatch, natten_ok, flex_ok, expected):
     "On a (faked) GPU: NATTEN's fused kernels when they support the call, else flex_attention, else pure PyTorch."
     monkeypatch.setattr(nb, '_natten_cuda_supported', lambda q, k, v: natten_ok)
     monkeypatch.setattr(nb, '_flex_cuda_supported', lambda q: flex_ok)
     monkeypatch.setattr(nb, 'BACKEND', 'auto')
-    x = torch.randn(1, 8, 8, 1, 16)
+    x, small = torch.randn(1, 24, 24, 1, 16), torch.randn(1, 8, 8, 1, 16)      # 576 and 64 tokens
     assert nb._choose_backend(x, x, x, 'auto') == expected
-    assert nb._choose_backend(x, x, x, 'torch') == 'dense'      # 'torch' never leaves pure PyTorch
+    assert nb._choose_backend(x, x, x, 'torch') == 'tiled'      # 'torch' never leaves pure PyTorch
+    assert nb._choose_backend(small, small, small, 'auto') == ('natten' if natten_ok else 'dense')  # no flex
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     msg = describe_backend('cuda')
     assert msg.startswith('neighborhood attention: ') and msg.endswith(' on cuda') and '\n' not in msg
-    assert {'natten': "NATTEN's fused kernels", 'flex': 'flex_attention (compiled)',
-            'dense': 'pure PyTorch'}[expected] in msg
+    assert {'natten': "NATTEN's fused kernels", 'flex': 'flex_attention (compiled; one masked SDPA up to',
+            'tiled': 'pure PyTorch'}[expected] in msg
 
 
 def test_flex_capability_needs_cuda_and_triton():
@@ -577,6 +578,6 @@ def test_gpu_flex_compiles_once_for_every_batch_size():
 
 @cuda
 def test_gpu_auto_prefers_fused_paths():
-    x = torch.randn(1, 16, 16, 2, 64, device='cuda', dtype=torch.bfloat16)
+    x = torch.randn(1, 32, 32, 2, 64, device='cuda', dtype=torch.bfloat16)
     assert nb._choose_backend(x, x, x, 'auto') in ('natten', 'flex')
     assert any(s in describe_backend('cuda') for s in ("NATTEN", 'flex_attention (compiled)'))
