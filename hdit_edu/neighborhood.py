@@ -240,22 +240,24 @@ def _tile_len(n, tile):
     return next((t for t in sorted(range(tile // 2, 3 * tile // 2 + 1), key=lambda t: abs(t - tile)) if n % t == 0), tile)
 
 def _tile_plan(height, width, kernel_size, dilation, tile, device):
-    "Index tables and masks of the tiled path, built once per (map, kernel, dilation, tile, device)."
+    "Index tables and masks of the tiled path, built (on the CPU) once per (map, kernel, dilation, tile, device)."
     key = (height, width, kernel_size, dilation, tile, str(device))
     if key not in _tile_plans:
         th, tw = _tile_len(height, tile), _tile_len(width, tile)
-        hh, mh = _axis_tiles(height, th, kernel_size, dilation, device)
-        hw, mw = _axis_tiles(width, tw, kernel_size, dilation, device)
+        cpu = torch.device('cpu')                                  # also under `with torch.device('meta')`
+        hh, mh = _axis_tiles(height, th, kernel_size, dilation, cpu)
+        hw, mw = _axis_tiles(width, tw, kernel_size, dilation, cpu)
         nth, ntw = hh.shape[0], hw.shape[0]
-        r = torch.arange(nth * th, device=device).clamp(max=height - 1).view(nth, th)   # query rows per tile
-        c = torch.arange(ntw * tw, device=device).clamp(max=width - 1).view(ntw, tw)
+        r = torch.arange(nth * th, device=cpu).clamp(max=height - 1).view(nth, th)       # query rows per tile
+        c = torch.arange(ntw * tw, device=cpu).clamp(max=width - 1).view(ntw, tw)
         q_idx = (r[:, None, :, None] * width + c[None, :, None, :]).flatten()          # tiles' queries, in order
         k_idx = (hh[:, None, :, None] * width + hw[None, :, None, :]).flatten()         # tiles' halos, in order
         allowed = (mh[:, None, :, None, :, None] & mw[None, :, None, :, None, :]).reshape(
             nth * ntw, th * tw, hh.shape[1] * hw.shape[1])
-        i, j = torch.arange(height, device=device)[:, None], torch.arange(width, device=device)[None, :]
+        i, j = torch.arange(height, device=cpu)[:, None], torch.arange(width, device=cpu)[None, :]
         back = ((i // th * ntw + j // tw) * th * tw + i % th * tw + j % tw).flatten()  # token -> slot in the tiles
-        _tile_plans[key] = dict(tile=(th, tw), q_idx=q_idx, k_idx=k_idx, allowed=allowed, back=back, masks={})
+        tables = dict(q_idx=q_idx, k_idx=k_idx, allowed=allowed, back=back)
+        _tile_plans[key] = dict(tile=(th, tw), masks={}, **{n: t.to(device) for n, t in tables.items()})
     return _tile_plans[key]
 
 # %% ../nbs/03_neighborhood.ipynb 48

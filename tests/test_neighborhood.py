@@ -581,3 +581,12 @@ def test_gpu_auto_prefers_fused_paths():
     x = torch.randn(1, 32, 32, 2, 64, device='cuda', dtype=torch.bfloat16)
     assert nb._choose_backend(x, x, x, 'auto') in ('natten', 'flex')
     assert any(s in describe_backend('cuda') for s in ("NATTEN", 'flex_attention (compiled)'))
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS + ('auto',))
+def test_na2d_on_the_meta_device(backend):
+    "Shape-only runs (e.g. building a large model on the meta device) work for every pure-PyTorch backend."
+    with torch.device('meta'):
+        q = torch.empty(2, 24, 32, 3, 16)
+        out = na2d(q, q, q, 7, backend=backend)
+    assert out.is_meta and out.shape == q.shape
