@@ -60,7 +60,7 @@ def frechet_distance(feats_a, feats_b, method:str='eigh') -> float:
     "Fréchet distance between Gaussians fitted to two sets of features `[n_a, d]` and `[n_b, d]`."
     return frechet_distance_from_stats(*feature_stats(feats_a), *feature_stats(feats_b), method=method)
 
-# %% ../nbs/11_quality.ipynb 16
+# %% ../nbs/11_quality.ipynb 15
 class FeatureNet(nn.Module):
     "Small CNN: `features(x)` maps images `[b, 3, in_size, in_size]` in [-1, 1] to `[b, feat_dim]`; `forward` adds a classifier."
     def __init__(self, n_classes:int, in_size:int=64, widths=(16, 32, 64, 96, 128), feat_dim:int=64):
@@ -79,7 +79,7 @@ class FeatureNet(nn.Module):
     def features(self, x): return self.embed(self.body(x).mean((2, 3)))
     def forward(self, x): return self.head(self.features(x))
 
-# %% ../nbs/11_quality.ipynb 18
+# %% ../nbs/11_quality.ipynb 17
 def prepare_images(images, size:int) -> torch.Tensor:
     "Images (`[b, c, h, w]` tensor in [-1, 1] or uint8, or a list of PIL images) as float `[b, 3, size, size]` in [-1, 1]."
     if isinstance(images, (list, tuple)):
@@ -102,7 +102,7 @@ def prepare_images(images, size:int) -> torch.Tensor:
     if x.shape[-1] != size: x = F.interpolate(x, size=(size, size), mode='bilinear', antialias=True, align_corners=False)
     return x
 
-# %% ../nbs/11_quality.ipynb 21
+# %% ../nbs/11_quality.ipynb 20
 def random_affine(x, generator=None, scale=(0.9, 1.1), shift:float=0.08, hflip:bool=True):
     "Random zoom, shift and mirror of a batch `[b, c, h, w]` (edges repeated)."
     b = x.shape[0]
@@ -138,7 +138,7 @@ def train_feature_net(images, labels=None, epochs:int=30, batch_size:int=64, lr:
             h = net.history[-1]; log(f"epoch {h['epoch']:3d}  loss {h['loss']:.3f}  train accuracy {h['accuracy']:.3f}  {h['seconds']:.0f} s")
     return net.eval()
 
-# %% ../nbs/11_quality.ipynb 23
+# %% ../nbs/11_quality.ipynb 22
 DEFAULT_FEATURE_NET = 'featnet_openmoji'
 
 def _default_path() -> Path: return Path(str(files('hdit_edu') / 'pretrained' / f'{DEFAULT_FEATURE_NET}.safetensors'))
@@ -170,7 +170,7 @@ def _load_default(device):
                                 f"training cell of nbs/11_quality.ipynb.")
     return load_feature_net(p, device)
 
-# %% ../nbs/11_quality.ipynb 27
+# %% ../nbs/11_quality.ipynb 26
 @torch.no_grad()
 def extract_features(images, net:FeatureNet|None=None, batch_size:int=256) -> torch.Tensor:
     "Features `[n, feat_dim]` (float32, CPU) of images in [-1, 1] (see `prepare_images`), resized to the net's input."
@@ -183,7 +183,7 @@ def fid_score(images_a, images_b, net:FeatureNet|None=None, batch_size:int=256) 
     "Fréchet distance between two image sets in the feature space of `net` (default: the shipped OpenMoji network)."
     return frechet_distance(extract_features(images_a, net, batch_size), extract_features(images_b, net, batch_size))
 
-# %% ../nbs/11_quality.ipynb 32
+# %% ../nbs/11_quality.ipynb 30
 def gaussian_blur(x, sigma:float):
     "Separable Gaussian blur of a batch `[b, c, h, w]` with standard deviation `sigma` pixels (edges repeated)."
     if sigma <= 0: return x
@@ -194,7 +194,7 @@ def gaussian_blur(x, sigma:float):
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
-# %% ../nbs/11_quality.ipynb 45
+# %% ../nbs/11_quality.ipynb 43
 def openmoji_halves(size:int=64, subset='default', seed:int=0):
     "Real OpenMoji images at `size` px split at random into halves: `(A, B, labels_A, labels_B)`, images in [-1, 1]."
     from hdit_edu.data import openmoji_dataset, pil_to_tensor
@@ -218,7 +218,7 @@ def openmoji_score(samples, subset='default', seed:int=0, net:FeatureNet|None=No
     fd, floor = frechet_distance(fA, extract_features(x, net)), frechet_distance(fA, extract_features(B[:n], net))
     return dict(fd=fd, floor=floor, ratio=fd / floor, n=n, size=int(x.shape[-1]))
 
-# %% ../nbs/11_quality.ipynb 55
+# %% ../nbs/11_quality.ipynb 52
 def save_image_folder(images, folder, prefix:str='img') -> Path:
     "Write images (`[n, c, h, w]` in [-1, 1]) as PNG files `folder/{prefix}_00000.png`, ... for folder-based FID tools."
     from hdit_edu.data import tensor_to_pil

@@ -92,7 +92,7 @@ def ema_update(ema:nn.Module, model:nn.Module, decay:float):
     eb = dict(ema.named_buffers())
     for k, b in model.named_buffers(): eb[k].copy_(b)
 
-# %% ../nbs/10_training.ipynb 19
+# %% ../nbs/10_training.ipynb 18
 def param_groups(model:nn.Module, lr:float, weight_decay:float) -> list[dict]:
     "AdamW parameter groups: the model's own `param_groups(lr, weight_decay)` if it has one, else decay on ndim >= 2."
     if hasattr(model, 'param_groups'): return list(model.param_groups(lr, weight_decay))
@@ -114,7 +114,7 @@ def make_optimizer(model:nn.Module, lr:float=5e-4, betas=(0.9, 0.95), eps:float=
                          "trainable ones: every trainable parameter must be in exactly one group")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
-# %% ../nbs/10_training.ipynb 22
+# %% ../nbs/10_training.ipynb 21
 TRAJECTORY_FIELDS = ('batch_size', 'seed', 'lr', 'betas', 'eps', 'weight_decay', 'grad_clip', 'ema_power',
                      'ema_max_decay', 'cond_dropout', 'sigma_sampler', 'sigma_kwargs', 'sigma_data', 'weighting', 'hflip')
 
@@ -174,7 +174,7 @@ def _jsonable(o):
     "Plain JSON types (tuples become lists), so that configs compare equal after a round trip through a file."
     return json.loads(json.dumps(o, default=lambda x: asdict(x) if is_dataclass(x) else str(x)))
 
-# %% ../nbs/10_training.ipynb 25
+# %% ../nbs/10_training.ipynb 24
 CHECKPOINT_FORMAT = 'hdit_edu-training-checkpoint/1'
 
 class CheckpointError(RuntimeError):
@@ -235,7 +235,7 @@ def _unflatten_optimizer(tensors:dict, groups:list) -> dict:
     groups = [dict(g, betas=tuple(g['betas'])) if 'betas' in g else dict(g) for g in groups]
     return {'state': state, 'param_groups': groups}
 
-# %% ../nbs/10_training.ipynb 26
+# %% ../nbs/10_training.ipynb 25
 _STEP_DIR = re.compile(r'^step_(\d+)$')
 
 def list_checkpoints(run_dir) -> list[Path]:
@@ -301,7 +301,7 @@ def prune_checkpoints(run_dir, keep:int):
     "Delete all but the newest `keep` complete checkpoints, and stray temporary directories."
     for d in list_checkpoints(run_dir)[:-keep]: shutil.rmtree(d, ignore_errors=True)
 
-# %% ../nbs/10_training.ipynb 29
+# %% ../nbs/10_training.ipynb 28
 class _DiffusionLoss(nn.Module):
     "What Accelerate wraps (DDP, autocast, compile): `forward` returns the per-sample diffusion loss."
     def __init__(self, denoiser, model):
@@ -310,7 +310,7 @@ class _DiffusionLoss(nn.Module):
         self.denoiser = denoiser
     def forward(self, x, noise, sigma, **cond): return self.denoiser.loss(x, noise, sigma, **cond)
 
-# %% ../nbs/10_training.ipynb 30
+# %% ../nbs/10_training.ipynb 29
 def _split_batch(b):
     "(images, labels or None) from a collated batch of `(image, label)` pairs, dicts or bare image tensors."
     if torch.is_tensor(b): return b, None
@@ -335,7 +335,7 @@ def _in_notebook() -> bool:
 def _fmt_time(s:float) -> str:
     s = int(s); return f'{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}' if s >= 3600 else f'{s // 60:02d}:{s % 60:02d}'
 
-# %% ../nbs/10_training.ipynb 32
+# %% ../nbs/10_training.ipynb 31
 def smooth_losses(losses, beta:float=0.98) -> list[float]:
     "Bias-corrected exponential moving average of a loss curve (what the live plot and `plot_losses` draw)."
     out, avg = [], 0.
@@ -354,7 +354,7 @@ def plot_losses(losses, ax=None, beta:float=0.98, title:str='training loss'):
     ax.legend(); ax.figure.tight_layout()
     return ax.figure
 
-# %% ../nbs/10_training.ipynb 33
+# %% ../nbs/10_training.ipynb 32
 class _Progress:
     "Progress for the main process: a fastprogress bar and a live loss plot in Jupyter, plain log lines elsewhere."
     def __init__(self, trainer, start:int, total:int, enabled:bool):
@@ -401,7 +401,7 @@ class _Progress:
 
     def close(self): pass
 
-# %% ../nbs/10_training.ipynb 35
+# %% ../nbs/10_training.ipynb 34
 def _default_mixed_precision(mp:str) -> str:
     if mp != 'auto': return mp
     return 'bf16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'no'
@@ -410,7 +410,7 @@ def _multi_cpu() -> bool:
     "True when launched as several processes (torchrun, accelerate launch) on a machine without CUDA: use gloo on CPU."
     return not torch.cuda.is_available() and int(os.environ.get('WORLD_SIZE', '1')) > 1
 
-# %% ../nbs/10_training.ipynb 36
+# %% ../nbs/10_training.ipynb 35
 class Trainer:
     "Train `model` (an HDiT or any module with the same `forward`) as an EDM denoiser on `dataset` with Accelerate."
     def __init__(self, model:nn.Module, dataset, config:TrainConfig|None=None, accelerator:Accelerator|None=None,
@@ -445,7 +445,7 @@ class Trainer:
     def _print(self, *args):
         if self.accelerator.is_main_process: print(*args, flush=True)
 
-# %% ../nbs/10_training.ipynb 38
+# %% ../nbs/10_training.ipynb 37
 @patch
 def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     "One optimizer step on the next global batch from the iterator `it`; returns the batch's mean loss."
@@ -480,7 +480,7 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     self._safe = True
     return torch.cat(gathered).double().mean().item()
 
-# %% ../nbs/10_training.ipynb 40
+# %% ../nbs/10_training.ipynb 39
 @patch
 def _should_stop(self:Trainer, deadline) -> bool:
     "Whether any process was asked to stop (signal or time budget): all of them stop after the same step."
@@ -509,7 +509,7 @@ def _signals_to_flag(self:Trainer):
     finally:
         for s in sigs: signal.signal(s, prev[s])
 
-# %% ../nbs/10_training.ipynb 42
+# %% ../nbs/10_training.ipynb 41
 @patch
 def _meta(self:Trainer) -> dict:
     "What `trainer.json` records besides the file checksums: position, settings, model config, losses, versions."
@@ -538,7 +538,7 @@ def save_checkpoint(self:Trainer) -> Path|None:
     acc.wait_for_everyone()
     return path
 
-# %% ../nbs/10_training.ipynb 43
+# %% ../nbs/10_training.ipynb 42
 def config_diffs(saved, now, prefix:str='') -> list[tuple]:
     "`(key, saved value, current value)` for every leaf where two JSON-like configs differ, keys like `levels[0].width`."
     if isinstance(saved, dict) and isinstance(now, dict):
@@ -548,7 +548,7 @@ def config_diffs(saved, now, prefix:str='') -> list[tuple]:
         return [d for i, (a, b) in enumerate(zip(saved, now)) for d in config_diffs(a, b, f'{prefix}[{i}]')]
     return [] if saved == now else [(prefix, saved, now)]
 
-# %% ../nbs/10_training.ipynb 45
+# %% ../nbs/10_training.ipynb 44
 @patch
 def check_compatible(self:Trainer, meta:dict):
     "Raise `ConfigMismatchError` naming each setting in which the checkpoint `meta` differs from this trainer's run."
@@ -582,7 +582,7 @@ def load_checkpoint(self:Trainer, path) -> Path:
     self._resumed_from = ck
     return ck
 
-# %% ../nbs/10_training.ipynb 47
+# %% ../nbs/10_training.ipynb 46
 @patch
 @torch.no_grad()
 def sample(self:Trainer, n:int|None=None, steps:int|None=None, seed:int=0, ema:bool=True, cfg_scale:float|None=None):
@@ -623,7 +623,7 @@ def write_outputs(self:Trainer, samples:bool=True):
     if self.losses:
         fig = plot_losses(self.losses); fig.savefig(self.out_dir / 'loss.png'); plt.close(fig)
 
-# %% ../nbs/10_training.ipynb 49
+# %% ../nbs/10_training.ipynb 48
 @patch
 def _resume(self:Trainer, steps:int):
     "Continue from the newest checkpoint in `out_dir`, if there is one and this trainer has not started yet."
@@ -649,7 +649,7 @@ def _data_loader(self:Trainer, steps:int, micro:int, per:int):
                     num_workers=cfg.num_workers)
     return acc.prepare(dl)
 
-# %% ../nbs/10_training.ipynb 50
+# %% ../nbs/10_training.ipynb 49
 @patch
 def _periodic_outputs(self:Trainer):
     "A checkpoint every `checkpoint_every` steps and a sample grid every `sample_every` steps."
@@ -680,7 +680,7 @@ def _save_if_consistent(self:Trainer, start_step:int):
         path = write_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer, self._meta())
         print(f'Interrupted: saved checkpoint {path} at step {self.step}.', flush=True)
 
-# %% ../nbs/10_training.ipynb 51
+# %% ../nbs/10_training.ipynb 50
 @patch
 def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
     "Train until `steps` total optimizer steps (default `config.steps`) or `minutes` of wall time (0: no limit); returns self."
@@ -724,7 +724,7 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
         if hasattr(dl, 'end'): dl.end()
     return self._finish(interrupted)
 
-# %% ../nbs/10_training.ipynb 53
+# %% ../nbs/10_training.ipynb 52
 def load_checkpoint_model(path, ema:bool=True, map_location='cpu') -> HDiT:
     "An HDiT in eval mode from a run or checkpoint directory (EMA weights unless `ema=False`), a `save_model` file, or a pretrained name."
     p = Path(path)
@@ -743,7 +743,7 @@ def checkpoint_sigma_data(path, default:float=0.5) -> float:
     if p.is_dir(): return float(read_checkpoint(p, verify=False)['train_config'].get('sigma_data', default))
     return default
 
-# %% ../nbs/10_training.ipynb 55
+# %% ../nbs/10_training.ipynb 54
 def small_hdit_config(size:int=32, num_classes:int=0, width:int=64, depths=(2, 4), attention:str='neighborhood',
                       patch_size:int|None=None, **kwargs) -> HDiTConfig:
     "A two-level HDiT for `size` px images at CPU scale: local `attention` at `width`, global attention at `2*width`."
@@ -756,7 +756,7 @@ def small_hdit_config(size:int=32, num_classes:int=0, width:int=64, depths=(2, 4
     return HDiTConfig(levels, **{**dict(patch_size=p, input_size=size, num_classes=num_classes,
                                         mapping_width=2 * width, mapping_depth=1), **kwargs})
 
-# %% ../nbs/10_training.ipynb 58
+# %% ../nbs/10_training.ipynb 57
 def auto_threads() -> int:
     "PyTorch CPU threads worth using now: the cores not already busy (1-minute load average), at least 1."
     n = torch.get_num_threads()
