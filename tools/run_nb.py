@@ -13,13 +13,13 @@ from nbdev.config import get_config
 
 def _directives(src): return dict(re.findall(r'^#\|\s*([\w-]+:?)\s*(.*)$', src, re.M))
 
-def run(path:Path, flags:set, run_all:bool):
+def run(path:Path, flags:set, run_all:bool, cells=()):
     nb = read_nb(path)
     def skip(cell):
         if cell.cell_type != 'code': return True
         d = _directives(cell.source)
         if d.get('eval:', '').strip().lower() == 'false': return True
-        return not run_all and bool((set(d) & set(get_config().tst_flags.split())) - flags)
+        return not run_all and cell.idx_ not in cells and bool((set(d) & set(get_config().tst_flags.split())) - flags)
     t0, shell = time.time(), CaptureShell(path=path.parent)
     os.chdir(path.parent)
     for i, cell in enumerate(nb.cells):
@@ -34,5 +34,6 @@ if __name__ == '__main__':
     p.add_argument('notebooks', nargs='+', type=Path)
     p.add_argument('--all', action='store_true', help='run flagged cells too')
     p.add_argument('--flags', nargs='*', default=[], help='test flags whose cells to run')
+    p.add_argument('--cells', nargs='*', type=int, default=[], help='indices of flagged cells to run as well')
     a = p.parse_args()
-    for nb in [n.resolve() for n in a.notebooks]: run(nb, set(a.flags), a.all)
+    for nb in [n.resolve() for n in a.notebooks]: run(nb, set(a.flags), a.all, set(a.cells))
