@@ -218,7 +218,7 @@ def openmoji_score(samples, subset='default', seed:int=0, net:FeatureNet|None=No
     fd, floor = frechet_distance(fA, extract_features(x, net)), frechet_distance(fA, extract_features(B[:n], net))
     return dict(fd=fd, floor=floor, ratio=fd / floor, n=n, size=int(x.shape[-1]))
 
-# %% ../nbs/11_quality.ipynb 52
+# %% ../nbs/11_quality.ipynb 54
 def save_image_folder(images, folder, prefix:str='img') -> Path:
     "Write images (`[n, c, h, w]` in [-1, 1]) as PNG files `folder/{prefix}_00000.png`, ... for folder-based FID tools."
     from hdit_edu.data import tensor_to_pil
