@@ -11,29 +11,33 @@ expected = cfg_keys + "lib_name user branch license status min_python audience l
 for o in expected: assert o in cfg, f"missing expected setting: {o}"
 setup_cfg = {o: cfg[o] for o in cfg_keys}
 
-licenses = {'mit': ('MIT License', 'OSI Approved :: MIT License')}
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 lab_requirements = shlex.split(cfg.get('lab_requirements', ''))
-lic = licenses[cfg['license'].lower()]
 min_python = cfg['min_python']
-lic_name, lic_classifier = lic
 
 setuptools.setup(
     name=cfg['lib_name'],
-    license=lic_name,
+    # the licence is the SPDX expression in pyproject.toml (`license = "MIT"`), not a classifier
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
-                 'License :: ' + lic_classifier,
+                 'Intended Audience :: Education',
+                 'Intended Audience :: Science/Research',
+                 'Topic :: Scientific/Engineering :: Artificial Intelligence',
+                 'Topic :: Scientific/Engineering :: Image Processing',
+                 'Framework :: Jupyter',
+                 'Operating System :: OS Independent',
                  'Natural Language :: ' + cfg['language'].title()]
+                + ['Programming Language :: Python :: 3']
                 + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
     packages=setuptools.find_packages(include=['hdit_edu', 'hdit_edu.*']),
     include_package_data=True,
-    package_data={'hdit_edu': ['pretrained/*.safetensors', 'pretrained/*.json', 'reference/*.pt', 'reference/*.md']},
+    package_data={'hdit_edu': ['pretrained/*.safetensors', 'pretrained/*.json', 'pretrained/*.md',
+                               'reference/*.pt', 'reference/*.md']},
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'lab': lab_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
