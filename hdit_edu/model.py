@@ -4,19 +4,19 @@
 
 # %% auto 0
 __all__ = ['PACKAGE_DIR', 'REFERENCE_FILE', 'PRETRAINED_DIR', 'HDiT', 'LevelConfig', 'HDiTConfig', 'check_input_size', 'hdit_b4',
-           'dit_b4', 'hdit_imagenet256', 'config_from_k_diffusion', 'config_to_k_diffusion', 'load_reference',
-           'check_against_reference', 'save_model', 'load_model', 'pretrained_models', 'load_pretrained',
-           'draw_hourglass']
+           'dit_b4', 'hdit_imagenet256', 'small_hdit_config', 'check_class_labels', 'config_from_k_diffusion',
+           'config_to_k_diffusion', 'load_reference', 'check_against_reference', 'save_model', 'load_model',
+           'pretrained_models', 'load_pretrained', 'draw_hourglass']
 
 # %% ../nbs/05_model.ipynb 4
 import json, math, importlib.resources
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from torch import nn
 from fastcore.basics import patch
-from .patching import TokenMerge, TokenSplit, TokenSplitWithoutSkip, make_axial_pos, downscale_pos
-from .attention import AttentionBlock, RMSNorm, AdaRMSNorm
+from .patching import TokenMerge, TokenSplit, TokenSplitWithoutSkip, make_axial_pos, downscale_pos, _pair
+from .attention import RMSNorm, AdaRMSNorm
 from .blocks import (ATTENTION_TYPES, FourierFeatures, MappingNetwork, TransformerLayer, Level,
                              make_attention_block)
 
@@ -29,7 +29,7 @@ class HDiT(nn.Module):
 
     def forward(self, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None):
         "Network output (same shape as `x`) for scaled noisy images `x` `[b, c, h, w]` at noise levels `sigma` `[b]`."
-        sigma = self._check_inputs(x, sigma, class_cond, mapping_cond, aug_cond)    # clear errors; sigma as [b]
+        sigma, class_cond = self._check_inputs(x, sigma, class_cond, mapping_cond, aug_cond)  # shapes; both as [b]
         # 1. patching: pixels [b, c, H, W] -> tokens [b, H/p, W/p, width], and the tokens' positions
         x = self.patch_in(x.movedim(-3, -1))
         pos = make_axial_pos(x.shape[-3], x.shape[-2], device=x.device)
@@ -50,8 +50,6 @@ class HDiT(nn.Module):
         return self.patch_out(self.out_norm(x)).movedim(-1, -3)
 
 # %% ../nbs/05_model.ipynb 12
-def _pair(x): return (int(x), int(x)) if isinstance(x, (int, float)) else tuple(int(v) for v in x)
-
 @dataclass
 class LevelConfig:
     "One level of the hourglass: `depth` layers (down and up each, or in the middle for the last level) of width `width`."
@@ -89,6 +87,7 @@ class HDiTConfig:
     mapping_d_ff: int = None          # default 3 * mapping_width
     mapping_cond_dim: int = 0         # size of an optional extra conditioning vector
     mapping_dropout: float = 0.0
+    class_names: list = None          # optional names of the classes (saved with the model)
 
     def __post_init__(self):
         self.levels = [lv if isinstance(lv, LevelConfig) else LevelConfig(**lv) for lv in self.levels]
@@ -96,6 +95,8 @@ class HDiTConfig:
         self.patch_size, self.input_size = _pair(self.patch_size), _pair(self.input_size)
         if self.mapping_d_ff is None: self.mapping_d_ff = 3 * self.mapping_width
         if self.mapping_width % 2: raise ValueError(f"mapping_width must be even (Fourier features), got {self.mapping_width}.")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class_names for num_classes={self.num_classes}.")
         check_input_size(self, self.input_size)
 
 # %% ../nbs/05_model.ipynb 16
@@ -105,6 +106,7 @@ def stride(self:HDiTConfig):
     f = 2 ** (len(self.levels) - 1)
     return (self.patch_size[0] * f, self.patch_size[1] * f)
 
+# %% ../nbs/05_model.ipynb 17
 @patch
 def token_sizes(self:HDiTConfig, input_size=None):
     "Token map `(h, w)` of every level for an input of `input_size` (default: the config's)."
@@ -112,25 +114,27 @@ def token_sizes(self:HDiTConfig, input_size=None):
     h, w = h // self.patch_size[0], w // self.patch_size[1]
     return [(h >> i, w >> i) for i in range(len(self.levels))]
 
+# %% ../nbs/05_model.ipynb 18
 @patch(cls_method=True)
 def tiny(cls:HDiTConfig, resolution=16, num_classes=0, input_channels=3, **kwargs):
-    "A small two-level config for CPU experiments and tests (not from the paper); `resolution` >= 16, a multiple of 4."
-    return cls([LevelConfig(1, 64, 'neighborhood', d_head=32, kernel_size=7), LevelConfig(2, 128, 'global', d_head=32)],
-               **{**dict(patch_size=2, input_size=resolution, input_channels=input_channels, num_classes=num_classes,
-                         mapping_width=128, mapping_depth=1), **kwargs})
+    "The smallest config of the tests and demos: `small_hdit_config` with 1 + 2 layers and patch size 2."
+    return small_hdit_config(resolution, num_classes, depths=(1, 2), patch_size=2, input_channels=input_channels,
+                             **kwargs)
 
+# %% ../nbs/05_model.ipynb 19
 @patch
 def to_dict(self:HDiTConfig):
     "The config as a plain dict (JSON-serialisable)."
     return asdict(self)
 
+# %% ../nbs/05_model.ipynb 20
 @patch(cls_method=True)
 def from_dict(cls:HDiTConfig, d):
     "The config from a dict written by `to_dict`."
     d = dict(d); d['levels'] = [LevelConfig(**lv) for lv in d['levels']]
     return cls(**d)
 
-# %% ../nbs/05_model.ipynb 18
+# %% ../nbs/05_model.ipynb 22
 def check_input_size(config, size):
     "Raise a ValueError that says what to do if an image of `size` (h, w) cannot go through a model with `config`."
     (H, W), (sh, sw) = _pair(size), config.stride
@@ -148,7 +152,7 @@ def check_input_size(config, size):
             raise ValueError(f"level {i} has a {h}x{w} token map at image size {H}x{W}, which {lv.window_size}x"
                              f"{lv.window_size} windows do not tile: choose a window_size that divides both sides.")
 
-# %% ../nbs/05_model.ipynb 20
+# %% ../nbs/05_model.ipynb 24
 @patch
 def table(self:HDiTConfig):
     "The config as a markdown table, one row per level."
@@ -167,7 +171,7 @@ def table(self:HDiTConfig):
 @patch
 def _repr_markdown_(self:HDiTConfig): return self.table()
 
-# %% ../nbs/05_model.ipynb 22
+# %% ../nbs/05_model.ipynb 26
 def hdit_b4(resolution=128, num_classes=0, input_channels=3, **kwargs):
     "The paper's HDiT-B/4 at `resolution` px: depths [2, 11], widths [384, 768], one extra local level per doubling above 128 px."
     extra = max(0, round(math.log2(resolution / 128)))
@@ -186,7 +190,20 @@ def hdit_imagenet256(**kwargs):
     return HDiTConfig([LevelConfig(2, 384, 'neighborhood'), LevelConfig(2, 768, 'neighborhood'),
                        LevelConfig(16, 1536, 'global')], patch_size=4, input_size=256, num_classes=1000, **kwargs)
 
-# %% ../nbs/05_model.ipynb 26
+# %% ../nbs/05_model.ipynb 28
+def small_hdit_config(size:int=32, num_classes:int=0, width:int=64, depths=(2, 4), attention:str='neighborhood',
+                      patch_size:int|None=None, **kwargs) -> HDiTConfig:
+    "A two-level HDiT for `size` px images at CPU scale: local `attention` at `width`, global attention at `2*width`."
+    p = patch_size or (2 if size < 32 else 4)
+    fine = size // p                                       # tokens per side on the fine level
+    window = next(w for w in (8, 4, 2, 1) if fine % w == 0 and w < fine or w == 1)   # windows must tile the map
+    levels = [LevelConfig(depths[0], width, attention, d_head=32, kernel_size=min(7, fine - 1 + fine % 2),
+                          window_size=window),
+              LevelConfig(depths[1], 2 * width, 'global', d_head=32)]
+    return HDiTConfig(levels, **{**dict(patch_size=p, input_size=size, num_classes=num_classes,
+                                        mapping_width=2 * width, mapping_depth=1), **kwargs})
+
+# %% ../nbs/05_model.ipynb 32
 @patch
 def _build_mapping(self:HDiT, config:HDiTConfig):
     "Embeddings of the noise level, augmentation, class and extra conditioning, and the mapping network."
@@ -210,7 +227,7 @@ def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=
     if self.mapping_cond_in_proj is not None: emb = emb + self.mapping_cond_in_proj(mapping_cond)
     return self.mapping(emb)
 
-# %% ../nbs/05_model.ipynb 28
+# %% ../nbs/05_model.ipynb 34
 @patch
 def _make_layer(self:HDiT, lv:LevelConfig, index, mapping_width):
     "Transformer layer number `index` of a level `lv` (odd layers shift their windows)."
@@ -229,11 +246,12 @@ def _build_levels(self:HDiT, config:HDiTConfig):
         self.up_levels.append(Level([self._make_layer(lv, lv.depth + i, mw) for i in range(lv.depth)]))
     self.mid_level = Level([self._make_layer(levels[-1], i, mw) for i in range(levels[-1].depth)])
 
-# %% ../nbs/05_model.ipynb 30
+# %% ../nbs/05_model.ipynb 36
 @patch
 def _build(self:HDiT, config:HDiTConfig):
     "Create every module of the hourglass described by `config`."
     self.config, self.num_classes = config, config.num_classes
+    self.class_names = config.class_names          # None or the dataset's class names
     levels = config.levels
     self.patch_in = TokenMerge(config.input_channels, levels[0].width, config.patch_size)
     self._build_mapping(config)
@@ -244,10 +262,10 @@ def _build(self:HDiT, config:HDiTConfig):
     self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
     nn.init.zeros_(self.patch_out.proj.weight)
 
-# %% ../nbs/05_model.ipynb 32
+# %% ../nbs/05_model.ipynb 38
 @patch
 def _check_inputs(self:HDiT, x, sigma, class_cond, mapping_cond, aug_cond):
-    "Raise a ValueError that says what to do for inputs the model cannot take; return `sigma` as a `[batch]` tensor."
+    "Raise a ValueError for inputs of the wrong shape or kind; return `sigma` and `class_cond` as `[batch]` tensors."
     cfg = self.config
     sigma = torch.as_tensor(sigma, device=x.device)
     if x.ndim != 4: raise ValueError(f"x must be [batch, channels, height, width], got shape {tuple(x.shape)}.")
@@ -258,6 +276,8 @@ def _check_inputs(self:HDiT, x, sigma, class_cond, mapping_cond, aug_cond):
     check_input_size(cfg, (H, W))
     if sigma.ndim > 1 or sigma.numel() not in (1, b):
         raise ValueError(f"sigma must be a scalar or have shape [batch] = [{b}], got shape {tuple(sigma.shape)}.")
+    if isinstance(class_cond, int):                                  # one class for the whole batch
+        class_cond = torch.full((b,), class_cond, dtype=torch.long, device=x.device)
     self._check_class_cond(class_cond, b)
     if self.mapping_cond_in_proj is None and mapping_cond is not None:
         raise ValueError("got mapping_cond but this model has mapping_cond_dim=0: drop it or set mapping_cond_dim.")
@@ -266,9 +286,9 @@ def _check_inputs(self:HDiT, x, sigma, class_cond, mapping_cond, aug_cond):
                          f"[{b}, {cfg.mapping_cond_dim}], got {None if mapping_cond is None else tuple(mapping_cond.shape)}.")
     if aug_cond is not None and aug_cond.shape != (b, 9):
         raise ValueError(f"aug_cond must have shape [batch, 9] = [{b}, 9] (or be None), got {tuple(aug_cond.shape)}.")
-    return sigma.to(self.time_emb.weight.dtype).reshape(-1).expand(b)
+    return sigma.to(self.time_emb.weight.dtype).reshape(-1).expand(b), class_cond
 
-# %% ../nbs/05_model.ipynb 33
+# %% ../nbs/05_model.ipynb 39
 @patch
 def _check_class_cond(self:HDiT, class_cond, b):
     "Raise a ValueError that says what to do if `class_cond` does not suit this model (conditional or not) and batch `b`."
@@ -280,15 +300,24 @@ def _check_class_cond(self:HDiT, class_cond, b):
     n = self.num_classes
     if class_cond is None:
         raise ValueError(f"this model is class-conditional (num_classes={n}): pass class_cond, a [batch] tensor "
-                         f"of class indices in 0..{n - 1}, or {n} (the null class) for unconditional samples.")
+                         f"of class indices in 0..{n - 1} (or one int), or {n} (the null class) for unconditional samples.")
     if class_cond.shape != (b,) or class_cond.dtype.is_floating_point or class_cond.dtype == torch.bool:
         raise ValueError(f"class_cond must be an integer tensor of shape [batch] = [{b}], got "
                          f"{class_cond.dtype} of shape {tuple(class_cond.shape)}.")
-    if class_cond.device.type != 'meta' and ((class_cond < 0) | (class_cond > n)).any():
-        raise ValueError(f"class_cond holds indices outside 0..{n} (classes 0..{n - 1}, null class {n}): "
-                         f"got min {class_cond.min().item()}, max {class_cond.max().item()}.")
 
-# %% ../nbs/05_model.ipynb 39
+
+# %% ../nbs/05_model.ipynb 41
+def check_class_labels(labels, num_classes:int, null_ok:bool=True):
+    "Raise a ValueError unless every label is a class index in `0..num_classes-1` (or the null class `num_classes`)."
+    labels = torch.as_tensor(labels)
+    if labels.numel() == 0 or labels.device.type == 'meta': return
+    top = num_classes if null_ok else num_classes - 1
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi > top:
+        raise ValueError(f"class labels outside 0..{top} (classes 0..{num_classes - 1}"
+                         f"{f', null class {num_classes}' if null_ok else ''}): got min {lo}, max {hi}.")
+
+# %% ../nbs/05_model.ipynb 47
 def config_from_k_diffusion(config:dict):
     "`HDiTConfig` from a k-diffusion config dict (`{'model': {...}, 'dataset': {...}}`), applying k-diffusion's defaults."
     m = config.get('model', config)
@@ -315,7 +344,7 @@ def config_from_k_diffusion(config:dict):
                       mapping_width=mw, mapping_depth=m.get('mapping_depth', 2), mapping_d_ff=m.get('mapping_d_ff') or 3 * mw,
                       mapping_cond_dim=m.get('mapping_cond_dim', 0), mapping_dropout=m.get('mapping_dropout_rate', 0.0))
 
-# %% ../nbs/05_model.ipynb 40
+# %% ../nbs/05_model.ipynb 48
 def config_to_k_diffusion(cfg:HDiTConfig):
     "The k-diffusion config dict (model and dataset sections) of an `HDiTConfig`."
     def attn(lv):
@@ -333,7 +362,7 @@ def config_to_k_diffusion(cfg:HDiTConfig):
                       'mapping_dropout_rate': cfg.mapping_dropout},
             'dataset': {'num_classes': cfg.num_classes}}
 
-# %% ../nbs/05_model.ipynb 42
+# %% ../nbs/05_model.ipynb 50
 def _load_weights(model, state_dict, source='state_dict'):
     "Load `state_dict` strictly into `model` (assigning tensors if the model lives on the meta device); clear errors."
     state_dict = dict(state_dict)
@@ -362,7 +391,7 @@ def from_k_diffusion(cls:HDiT, config:dict, state_dict=None):
     model = cls(config_from_k_diffusion(config))
     return model if state_dict is None else _load_weights(model, state_dict)
 
-# %% ../nbs/05_model.ipynb 44
+# %% ../nbs/05_model.ipynb 52
 PACKAGE_DIR = Path(str(importlib.resources.files('hdit_edu')))     # the hdit_edu package Python imported
 REFERENCE_FILE = PACKAGE_DIR / 'reference' / 'k_diffusion_hdit_small.pt'
 
@@ -374,7 +403,7 @@ def load_reference():
     ref = torch.load(REFERENCE_FILE, weights_only=True)
     return {**ref, 'config': json.loads(ref['config'])}
 
-# %% ../nbs/05_model.ipynb 45
+# %% ../nbs/05_model.ipynb 53
 def check_against_reference(device='cpu'):
     "Max abs differences from k-diffusion of `HDiT`'s output, the EDM-denoised images and the soft-min-snr loss."
     ref = load_reference()
@@ -394,7 +423,7 @@ def check_against_reference(device='cpu'):
                 inner_output=err(inner, ref['inner_output']), denoised=err(denoised, ref['denoised']),
                 loss=err(loss, ref['loss']))
 
-# %% ../nbs/05_model.ipynb 51
+# %% ../nbs/05_model.ipynb 59
 def _attention_layers(model):
     "(stage, level, layer index, attention block) for every attention layer, in forward order."
     L = len(model.config.levels)
@@ -415,7 +444,7 @@ def attention_maps(self:HDiT, x, sigma, class_cond=None, mapping_cond=None, aug_
     finally:
         for *_, blk in layers: blk.record = None
 
-# %% ../nbs/05_model.ipynb 56
+# %% ../nbs/05_model.ipynb 64
 _UNDECAYED_LINEARS = ('time_in_proj', 'aug_in_proj', 'mapping_cond_in_proj')
 
 @patch
@@ -433,7 +462,7 @@ def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
         g['params'].append(p); g['param_names'].append(name)
     return [groups[k] for k in ('decay', 'no_decay', 'mapping_decay', 'mapping_no_decay') if k in groups]
 
-# %% ../nbs/05_model.ipynb 61
+# %% ../nbs/05_model.ipynb 69
 def _stem(path):
     path = str(path)
     for suffix in ('.safetensors', '.json'):
@@ -450,7 +479,7 @@ def save_model(model:HDiT, path):
     Path(f'{stem}.json').write_text(config)
     return Path(f'{stem}.safetensors')
 
-# %% ../nbs/05_model.ipynb 62
+# %% ../nbs/05_model.ipynb 70
 def _read_safetensors(weights:Path):
     "State dict and metadata of a safetensors file, with an error that says what to do if it is damaged."
     from safetensors import safe_open
@@ -481,7 +510,7 @@ def load_model(path, map_location='cpu'):
     _load_weights(model, state, source=str(weights))
     return model.to(map_location).eval()
 
-# %% ../nbs/05_model.ipynb 65
+# %% ../nbs/05_model.ipynb 73
 PRETRAINED_DIR = PACKAGE_DIR / 'pretrained'   # models shipped with the package
 
 def pretrained_models() -> list:
@@ -502,21 +531,21 @@ def load_pretrained(name='openmoji64', map_location='cpu'):
                                 f"`hdit-edu train`) and load it with load_model(path).")
     return load_model(PRETRAINED_DIR / f'{name}.safetensors', map_location)
 
-# %% ../nbs/05_model.ipynb 68
+# %% ../nbs/05_model.ipynb 76
 def _no_pretrained_message(name):
     "Why the imported hdit_edu package has no pretrained models, and what to do about it."
     msg = (f"pretrained model {name!r} not found: the hdit_edu package that Python imported, from {PACKAGE_DIR}, "
            f"has no pretrained models (nothing in {PRETRAINED_DIR}). ")
     if PACKAGE_DIR.parent.resolve() == Path.cwd().resolve():
-        msg += (f"That is the folder 'hdit_edu' in the current directory, which shadows the installed package (a clone "
-                f"or copy of the repository?): start Python in another directory, or rename that folder. ")
+        msg += ("That is the folder 'hdit_edu' in the current directory, which shadows the installed package (a clone "
+                "or copy of the repository?): start Python in another directory, or rename that folder. ")
     else:
         msg += ("It may be a source checkout or an install without the package data: reinstall hdit_edu (`pip install "
                 "--force-reinstall --no-deps git+https://github.com/hdit-edu/hdit_edu`) or restore hdit_edu/pretrained/ "
                 "from the repository. ")
     return msg + "Or train a model (`hdit-edu train`) and load it with load_model(path)."
 
-# %% ../nbs/05_model.ipynb 71
+# %% ../nbs/05_model.ipynb 79
 _ATTN_COLORS = {'neighborhood': '#9ecae1', 'shifted-window': '#a1d99b', 'global': '#fdae6b', 'none': '#d9d9d9'}
 
 def _hg_box(ax, x, y, w, h, text, color, fontsize=8):
@@ -543,7 +572,7 @@ def _hg_level_text(config, i, stage):
             'shifted-window': f'shifted windows {lv.window_size}×{lv.window_size}', 'none': 'no attention'}[lv.attention]
     return f'level {i} {stage}: {h}×{w} tokens\n{lv.depth} layer{"s" if lv.depth > 1 else ""} of width {lv.width}\n{attn}'
 
-# %% ../nbs/05_model.ipynb 72
+# %% ../nbs/05_model.ipynb 80
 def _hg_level_pair(ax, config, i, xd, xu, xm, ys, bw, bh, dy):
     "Level `i`'s down and up boxes, the merge below and the split, skip and lerp that feed its up stack."
     L, top = len(config.levels), lambda j: ys[j] + bh / 2
@@ -562,7 +591,7 @@ def _hg_level_pair(ax, config, i, xd, xu, xm, ys, bw, bh, dy):
     _hg_box(ax, xl, ys[i], 0.7, 0.3, f'lerp $f_{i}$', '#c7e9c0', fontsize=7)
     _hg_arrow(ax, (xl + 0.39, ys[i]), (xu[i] - bw / 2, ys[i]))
 
-# %% ../nbs/05_model.ipynb 73
+# %% ../nbs/05_model.ipynb 81
 def draw_hourglass(config:HDiTConfig=None, title=None, ax=None):
     "Draw the hourglass of `config` (default: HDiT-B/4 at 256 px): patching, levels, merges, splits and lerp skips."
     import matplotlib.pyplot as plt
@@ -593,3 +622,8 @@ def draw_hourglass(config:HDiTConfig=None, title=None, ax=None):
     ax.set_title(title or f'HDiT at {H}×{W} px: {L} level{"s" if L > 1 else ""}, {tokens} tokens', fontsize=9.5)
     ax.set_xlim(0, 2 * xm); ax.set_ylim(yn - 0.45, 0.45); ax.axis('off')
     return ax
+
+# %% ../nbs/05_model.ipynb 84
+# fastcore's @patch leaves each patched name bound to None in the module: remove those
+for _name in ('stride', 'token_sizes', 'tiny', 'to_dict', 'from_dict', 'table', '_repr_markdown_', '_build_mapping', 'conditioning', '_make_layer', '_build_levels', '_build', '_check_inputs', '_check_class_cond', 'from_k_diffusion', 'attention_maps', 'param_groups'): globals().pop(_name, None)
+del _name

@@ -4,9 +4,9 @@
 
 # %% ../nbs/11_training.ipynb 4
 from __future__ import annotations
-import copy, hashlib, json, math, os, re, shutil, signal, sys, threading, time, warnings
+import copy, hashlib, json, os, re, shutil, signal, sys, threading, time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, asdict, fields, replace, is_dataclass
+from dataclasses import dataclass, field, asdict, replace, is_dataclass
 from pathlib import Path
 from fastcore.basics import patch
 
@@ -20,7 +20,9 @@ from accelerate.utils import DistributedDataParallelKwargs
 
 from .diffusion import Denoiser, sigma_sampler
 from .sampling import sample as sample_images
-from .model import HDiT, HDiTConfig, LevelConfig, save_model, load_model, load_pretrained, PRETRAINED_DIR
+from .model import (HDiT, HDiTConfig, LevelConfig, save_model, load_model, load_pretrained,  # noqa: F401
+                            small_hdit_config, check_class_labels, _load_weights)  # noqa: F401 (re-exported)
+from .fast_attention import cpu_threads, auto_threads  # noqa: F401 (auto_threads re-exported)
 from .data import image_grid
 
 # %% auto 0
@@ -28,8 +30,7 @@ __all__ = ['DATA_STREAM', 'DRAW_STREAM', 'GLOBAL_STREAM', 'TRAJECTORY_FIELDS', '
            'StreamSampler', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'TrainConfig',
            'CheckpointError', 'ConfigMismatchError', 'save_weights', 'load_weights', 'list_checkpoints',
            'find_checkpoint', 'read_checkpoint', 'write_checkpoint', 'prune_checkpoints', 'smooth_losses',
-           'plot_losses', 'Trainer', 'config_diffs', 'load_checkpoint_model', 'checkpoint_sigma_data',
-           'small_hdit_config', 'auto_threads']
+           'plot_losses', 'Trainer', 'config_diffs', 'load_checkpoint_model', 'checkpoint_sigma_data']
 
 # %% ../nbs/11_training.ipynb 8
 _M64 = (1 << 64) - 1
@@ -124,14 +125,14 @@ class TrainConfig:
     out_dir: str|None = 'runs/train'  # checkpoints, sample grids and the loss curve go here (None: write nothing)
     steps: int = 1000                 # train until this many optimizer steps in total (a resumed run continues to it)
     minutes: float|None = None        # optional wall-clock budget for one `fit` call (None or 0: none); a checkpoint is saved at the end
-    batch_size: int = 32              # global batch: summed over processes and gradient-accumulation steps
+    batch_size: int = 32              # global batch (over processes and accumulation); the paper: 256
     grad_accum: int = 1               # split each step into this many micro-batches (Accelerate's accumulation)
-    lr: float = 5e-4
+    lr: float = 5e-4                  # the paper's AdamW lr (constant), at the paper's batch 256
     betas: tuple = (0.9, 0.95)
     eps: float = 1e-8
-    weight_decay: float = 1e-2
+    weight_decay: float = 1e-2        # the paper's; k-diffusion's shipped configs use 1e-3 (Flowers), 1e-4 (MNIST)
     grad_clip: float|None = None      # max gradient norm (None: no clipping, as in the paper)
-    ema_power: float = 0.75
+    ema_power: float = 0.75           # k-diffusion's Oxford Flowers config (MNIST: 0.6667)
     ema_max_decay: float = 0.9999
     cond_dropout: float = 0.1         # fraction of labels replaced by the "no class" label, for classifier-free guidance
     sigma_sampler: str = 'cosine-interpolated'
@@ -143,7 +144,7 @@ class TrainConfig:
     mixed_precision: str = 'auto'     # 'auto' (bf16 on CUDA if supported, else fp32), 'no', 'bf16' or 'fp16'
     compile: bool = False             # torch.compile the model through Accelerate's dynamo backend
     num_workers: int = 0              # DataLoader worker processes
-    log_every: int = 25               # console log line every this many steps
+    log_every: int = 25               # without a terminal (logs, pipes): a progress line every this many steps
     sample_every: int|None = None     # sample grid every this many steps (None: only at the end)
     sample_n: int = 16                # images per sample grid (0: no sample grids)
     sample_steps: int = 50
@@ -206,17 +207,12 @@ def save_weights(model:nn.Module, stem):
     _write_json(stem.with_suffix('.json'), {'class': type(model).__name__, 'config': _model_config(model)})
 
 def load_weights(model:nn.Module, stem):
-    "Load `stem.safetensors` into `model` strictly; a clear error if the shapes or names do not match."
+    "Load `stem.safetensors` into `model` strictly (`hdit_edu.model._load_weights`); `CheckpointError` if it does not fit."
     f = Path(stem).with_suffix('.safetensors')
     try: sd = load_file(str(f))
     except Exception as e: raise CheckpointError(f"cannot read {f}: {e}") from e
-    own = model.state_dict()
-    missing, extra = sorted(own.keys() - sd.keys()), sorted(sd.keys() - own.keys())
-    bad = [k for k in own.keys() & sd.keys() if own[k].shape != sd[k].shape]
-    if missing or extra or bad:
-        raise CheckpointError(f"{f} does not fit this model: missing {missing[:5]}, unexpected {extra[:5]}, "
-                              f"shape mismatch {bad[:5]}. Build the model with the config the checkpoint was trained with.")
-    model.load_state_dict(sd)
+    try: _load_weights(model, sd, source=str(f))
+    except ValueError as e: raise CheckpointError(f"{f} does not fit this model: {e}") from e
 
 def _flatten_optimizer(sd:dict) -> tuple[dict, list]:
     "An optimizer `state_dict` as (flat tensor dict for safetensors, JSON-able param groups)."
@@ -293,6 +289,12 @@ def write_checkpoint(run_dir, step:int, model:nn.Module, ema:nn.Module, optimize
                                            'optimizer_param_groups': groups, 'files': files})
         if final.exists(): shutil.rmtree(final)            # an incomplete leftover without trainer.json
         os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        good = list_checkpoints(run_dir)
+        kept = f"the last good checkpoint, {good[-1]}, is kept" if good else "no earlier checkpoint exists"
+        raise OSError(e.errno, f"could not write the checkpoint of step {step} in {root} ({e}); the disk may be full: "
+                               f"{kept}. Free some space and run again to resume.") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return final
@@ -344,62 +346,54 @@ def smooth_losses(losses, beta:float=0.98) -> list[float]:
         out.append(avg / (1 - beta ** (i + 1)))
     return out
 
-def plot_losses(losses, ax=None, beta:float=0.98, title:str='training loss'):
+def plot_losses(losses, ax=None, beta:float=0.98, title:str|None='training loss'):
     "Plot raw and smoothed per-step losses on a log scale; returns the figure."
     if ax is None: _, ax = plt.subplots(figsize=(6, 3), dpi=100)
     xs = range(1, len(losses) + 1)
     ax.plot(xs, losses, alpha=0.3, lw=0.8, label='per step')
     ax.plot(xs, smooth_losses(losses, beta), lw=1.5, label='smoothed')
     ax.set(yscale='log', xlabel='optimizer step', ylabel='loss', title=title)
-    ax.legend(); ax.figure.tight_layout()
+    ax.legend(loc='upper right'); ax.figure.tight_layout()
     return ax.figure
 
 # %% ../nbs/11_training.ipynb 32
 class _Progress:
-    "Progress for the main process: a fastprogress bar and a live loss plot in Jupyter, plain log lines elsewhere."
+    "Main process: a bar and a live loss plot in Jupyter, a bar with ETA in a terminal, a line every `log_every` steps elsewhere."
     def __init__(self, trainer, start:int, total:int, enabled:bool):
         self.t, self.start, self.total, self.enabled = trainer, start, total, enabled
-        self.nb, self.shown, self.last_plot, self.last_log, self.t0 = False, 0, 0., None, time.perf_counter()
-        if not enabled or not _in_notebook(): return
+        self.bar, self.handle, self.shown, self.last_plot, self.last_log = None, None, 0, 0., None
+        self.t0 = time.perf_counter()
+        if not enabled: return
         try:
-            from fastprogress.fastprogress import NBProgressBar
-            from IPython.display import display
-            self.bar = NBProgressBar(range(total - start), leave=True)
-            self.bar.update(0)
-            self.fig, self.ax = plt.subplots(figsize=(6, 2.6), dpi=100)
-            self.handle = display(self.fig, display_id=True)
-            plt.close(self.fig)                       # shown (and later updated) through the display handle only
-            self.nb = True
-        except Exception: self.nb = False
-
-    def _plot(self):
-        ls, ax = self.t.losses, self.ax
-        ax.clear()
-        xs = range(1, len(ls) + 1)
-        ax.plot(xs, ls, alpha=0.3, lw=0.8, label='per step')
-        ax.plot(xs, smooth_losses(ls), lw=1.5, label='smoothed')
-        ax.set(yscale='log', xlim=(0, self.total), xlabel='optimizer step', ylabel='loss')
-        ax.legend(loc='upper right'); self.fig.tight_layout()
-        self.handle.update(self.fig)
+            from fastprogress.fastprogress import NBProgressBar, ConsoleProgressBar
+            if _in_notebook():
+                from IPython.display import display
+                self.bar = NBProgressBar(range(total - start), leave=True)
+                self.fig, self.ax = plt.subplots(figsize=(6, 2.6), dpi=100)
+                self.handle = display(self.fig, display_id=True)
+                plt.close(self.fig)                   # shown (and later updated) through the display handle only
+            elif sys.stdout.isatty(): self.bar = ConsoleProgressBar(range(total - start), leave=True)
+            if self.bar is not None: self.bar.update(0)
+        except Exception: self.bar = self.handle = None
 
     def update(self, step:int, loss:float, final:bool=False):
         if not self.enabled: return
-        t = self.t
-        if self.nb:
-            n = step - self.start
+        t, n = self.t, step - self.start
+        if self.bar is not None:
             if n > self.shown:                        # a finished bar must not be updated again
-                self.bar.comment = f'step {step}/{self.total}, loss {loss:.4f}, {t.images_per_s:.0f} img/s'
+                self.bar.comment = f'loss {loss:.4f}, {t.images_per_s:.0f} img/s'
                 self.bar.update(n); self.shown = n
-            now = time.perf_counter()
-            if final or now - self.last_plot > 2.: self._plot(); self.last_plot = now
         elif step != self.last_log and (final or step % t.config.log_every == 0 or step == self.start + 1):
-            self.last_log = step
-            recent = t.losses[-t.config.log_every:]
-            el = time.perf_counter() - self.t0
-            print(f'step {step:>6}/{self.total}  loss {loss:.4f}  (mean of last {len(recent)}: '
-                  f'{sum(recent) / len(recent):.4f})  {t.images_per_s:6.1f} img/s  {_fmt_time(el)} elapsed', flush=True)
+            self.last_log, el = step, time.perf_counter() - self.t0
+            eta = el / max(n, 1) * (self.total - step)
+            print(f'step {step:>6}/{self.total}  loss {loss:.4f}  {t.images_per_s:6.1f} img/s  '
+                  f'{_fmt_time(el)} elapsed, {_fmt_time(eta)} left', flush=True)
+        if self.handle is not None and (final or time.perf_counter() - self.last_plot > 2.):
+            self.ax.clear(); plot_losses(t.losses, ax=self.ax, title=None)
+            self.ax.set_xlim(0, self.total); self.handle.update(self.fig); self.last_plot = time.perf_counter()
 
-    def close(self): pass
+    def close(self):
+        if self.bar is not None and not _in_notebook() and self.shown: print(flush=True)   # end the bar's line
 
 # %% ../nbs/11_training.ipynb 34
 def _default_mixed_precision(mp:str) -> str:
@@ -411,19 +405,28 @@ def _multi_cpu() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get('WORLD_SIZE', '1')) > 1
 
 # %% ../nbs/11_training.ipynb 35
+def _record_class_names(model, dataset, num_classes:int):
+    "Put the dataset's class names (`dataset.classes`, as `ImageDataset` has) into an HDiT's config if it has none."
+    names = list(getattr(dataset, 'classes', None) or [])
+    cfg = getattr(model, 'config', None)
+    if isinstance(model, HDiT) and cfg.class_names is None and num_classes and len(names) == num_classes:
+        cfg.class_names = model.class_names = [str(n) for n in names]
+
+# %% ../nbs/11_training.ipynb 36
 class Trainer:
     "Train `model` (an HDiT or any module with the same `forward`) as an EDM denoiser on `dataset` with Accelerate."
     def __init__(self, model:nn.Module, dataset, config:TrainConfig|None=None, accelerator:Accelerator|None=None,
                  callbacks=(), **overrides):
         self.config = cfg = replace(config or TrainConfig(), **overrides)
         if len(dataset) < 1: raise ValueError("the dataset is empty: there is nothing to train on")
-        self.accelerator = acc = accelerator or Accelerator(
+        self.accelerator = accelerator or Accelerator(
             cpu=_multi_cpu(), mixed_precision=_default_mixed_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.grad_accum,
             dataloader_config=DataLoaderConfiguration(split_batches=True),
             dynamo_backend='inductor' if cfg.compile else 'no',
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
         self.model, self.dataset, self.callbacks = model, dataset, list(callbacks)
         self.num_classes = int(getattr(model, 'num_classes', 0) or 0)
+        _record_class_names(model, dataset, self.num_classes)   # they travel in checkpoints and saved models
         self.denoiser = Denoiser(model, sigma_data=cfg.sigma_data, weighting=cfg.weighting)
         self.image_shape = tuple(_split_batch(_collate_one(dataset[0]))[0].shape[1:])
         kw = dict(cfg.sigma_kwargs)
@@ -432,7 +435,7 @@ class Trainer:
         self.optimizer = make_optimizer(model, cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         self.out_dir = None if cfg.out_dir is None else Path(cfg.out_dir)
-        self.step, self.losses, self.wall_time, self.images_per_s = 0, [], 0., 0.
+        self.step, self.losses, self.wall_time, self.images_per_s, self.session_steps = 0, [], 0., 0., 0
         self._prepared, self._stop, self._safe, self._resumed_from = False, False, True, None
 
     def _prepare(self):
@@ -445,7 +448,7 @@ class Trainer:
     def _print(self, *args):
         if self.accelerator.is_main_process: print(*args, flush=True)
 
-# %% ../nbs/11_training.ipynb 37
+# %% ../nbs/11_training.ipynb 38
 @patch
 def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     "One optimizer step on the next global batch from the iterator `it`; returns the batch's mean loss."
@@ -480,7 +483,7 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     self._safe = True
     return torch.cat(gathered).double().mean().item()
 
-# %% ../nbs/11_training.ipynb 39
+# %% ../nbs/11_training.ipynb 40
 @patch
 def _should_stop(self:Trainer, deadline) -> bool:
     "Whether any process was asked to stop (signal or time budget): all of them stop after the same step."
@@ -509,7 +512,7 @@ def _signals_to_flag(self:Trainer):
     finally:
         for s in sigs: signal.signal(s, prev[s])
 
-# %% ../nbs/11_training.ipynb 41
+# %% ../nbs/11_training.ipynb 42
 @patch
 def _meta(self:Trainer) -> dict:
     "What `trainer.json` records besides the file checksums: position, settings, model config, losses, versions."
@@ -538,7 +541,7 @@ def save_checkpoint(self:Trainer) -> Path|None:
     acc.wait_for_everyone()
     return path
 
-# %% ../nbs/11_training.ipynb 42
+# %% ../nbs/11_training.ipynb 43
 def config_diffs(saved, now, prefix:str='') -> list[tuple]:
     "`(key, saved value, current value)` for every leaf where two JSON-like configs differ, keys like `levels[0].width`."
     if isinstance(saved, dict) and isinstance(now, dict):
@@ -548,7 +551,7 @@ def config_diffs(saved, now, prefix:str='') -> list[tuple]:
         return [d for i, (a, b) in enumerate(zip(saved, now)) for d in config_diffs(a, b, f'{prefix}[{i}]')]
     return [] if saved == now else [(prefix, saved, now)]
 
-# %% ../nbs/11_training.ipynb 44
+# %% ../nbs/11_training.ipynb 45
 @patch
 def check_compatible(self:Trainer, meta:dict):
     "Raise `ConfigMismatchError` naming each setting in which the checkpoint `meta` differs from this trainer's run."
@@ -578,11 +581,11 @@ def load_checkpoint(self:Trainer, path) -> Path:
     self.optimizer.load_state_dict(_unflatten_optimizer(load_file(str(ck / 'optimizer.safetensors')),
                                                         meta['optimizer_param_groups']))
     self.step, self.losses = int(meta['step']), list(meta['losses'])
-    self.wall_time, self.images_per_s = float(meta['wall_time_s']), float(meta.get('images_per_s', 0.))
+    self.wall_time = float(meta['wall_time_s'])      # images/s is per session: not restored
     self._resumed_from = ck
     return ck
 
-# %% ../nbs/11_training.ipynb 46
+# %% ../nbs/11_training.ipynb 47
 @patch
 @torch.no_grad()
 def sample(self:Trainer, n:int|None=None, steps:int|None=None, seed:int=0, ema:bool=True, cfg_scale:float|None=None):
@@ -623,7 +626,7 @@ def write_outputs(self:Trainer, samples:bool=True):
     if self.losses:
         fig = plot_losses(self.losses); fig.savefig(self.out_dir / 'loss.png'); plt.close(fig)
 
-# %% ../nbs/11_training.ipynb 48
+# %% ../nbs/11_training.ipynb 49
 @patch
 def _resume(self:Trainer, steps:int):
     "Continue from the newest checkpoint in `out_dir`, if there is one and this trainer has not started yet."
@@ -639,17 +642,20 @@ def _data_loader(self:Trainer, steps:int, micro:int, per:int):
     "A prepared loader over stream positions `[step*B, steps*B)`, after checking that the labels fit the model."
     cfg, acc = self.config, self.accelerator
     if self.num_classes:
-        ys = [ _split_batch(_collate_one(self.dataset[i]))[1] for i in range(min(len(self.dataset), 64)) ]
-        if any(y is not None and int(y.max()) >= self.num_classes for y in ys):
-            raise ValueError(f"the dataset has labels >= model.num_classes = {self.num_classes}: build the model "
-                             "with enough classes (the index num_classes is reserved for 'no class')")
+        ys = [_split_batch(_collate_one(self.dataset[i]))[1] for i in range(min(len(self.dataset), 64))]
+        ys = [y[y >= 0] for y in ys if y is not None]                 # -1: unlabelled, trained as "no class"
+        try:
+            if ys: check_class_labels(torch.cat(ys), self.num_classes, null_ok=False)
+        except ValueError as e:
+            raise ValueError(f"the dataset's {e} Build the model with num_classes covering every label "
+                             "(the index num_classes is reserved for 'no class').") from None
     B = cfg.batch_size
     dl = DataLoader(self.dataset, batch_size=micro if acc.split_batches else per, drop_last=True,
                     sampler=StreamSampler(len(self.dataset), cfg.seed, self.step * B, (steps - self.step) * B),
                     num_workers=cfg.num_workers)
     return acc.prepare(dl)
 
-# %% ../nbs/11_training.ipynb 49
+# %% ../nbs/11_training.ipynb 50
 @patch
 def _periodic_outputs(self:Trainer):
     "A checkpoint every `checkpoint_every` steps and a sample grid every `sample_every` steps."
@@ -680,7 +686,7 @@ def _save_if_consistent(self:Trainer, start_step:int):
         path = write_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer, self._meta())
         print(f'Interrupted: saved checkpoint {path} at step {self.step}.', flush=True)
 
-# %% ../nbs/11_training.ipynb 50
+# %% ../nbs/11_training.ipynb 51
 @patch
 def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
     "Train until `steps` total optimizer steps (default `config.steps`) or `minutes` of wall time (0: no limit); returns self."
@@ -691,8 +697,16 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
     if B % (A * N):
         raise ValueError(f"batch_size {B} must be divisible by grad_accum*processes = {A}*{N}: the global batch is "
                          "split evenly over processes and accumulation steps")
+    with cpu_threads(device=acc.device): return self._fit(steps, minutes)
+
+@patch
+def _fit(self:Trainer, steps:int, minutes:float|None):
+    "`fit`'s body, run with the CPU threads `cpu_threads` picks."
+    cfg, acc = self.config, self.accelerator
+    B, A, N = cfg.batch_size, cfg.grad_accum, acc.num_processes
     self._resume(steps)
     self._prepare()
+    self.session_steps, self.images_per_s = 0, 0.        # nothing trained in this session yet
     if self.step >= steps:
         self._print(f'Already at step {self.step} >= {steps}: nothing to train. Pass more steps to continue.')
         return self
@@ -711,7 +725,8 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
                 t0 = time.perf_counter()
                 loss = self._train_step(it, micro, per)
                 train_time += time.perf_counter() - t0; self.wall_time += time.perf_counter() - t0
-                self.images_per_s = (self.step - start_step) * B / train_time
+                self.session_steps = self.step - start_step
+                self.images_per_s = self.session_steps * B / train_time
                 self.losses.append(loss); prog.update(self.step, loss)
                 for cb in self.callbacks: cb(self)
                 if self._should_stop(deadline): interrupted = self._stop; break
@@ -724,7 +739,7 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
         if hasattr(dl, 'end'): dl.end()
     return self._finish(interrupted)
 
-# %% ../nbs/11_training.ipynb 52
+# %% ../nbs/11_training.ipynb 53
 def load_checkpoint_model(path, ema:bool=True, map_location='cpu') -> HDiT:
     "An HDiT in eval mode from a run or checkpoint directory (EMA weights unless `ema=False`), a `save_model` file, or a pretrained name."
     p = Path(path)
@@ -743,23 +758,7 @@ def checkpoint_sigma_data(path, default:float=0.5) -> float:
     if p.is_dir(): return float(read_checkpoint(p, verify=False)['train_config'].get('sigma_data', default))
     return default
 
-# %% ../nbs/11_training.ipynb 54
-def small_hdit_config(size:int=32, num_classes:int=0, width:int=64, depths=(2, 4), attention:str='neighborhood',
-                      patch_size:int|None=None, **kwargs) -> HDiTConfig:
-    "A two-level HDiT for `size` px images at CPU scale: local `attention` at `width`, global attention at `2*width`."
-    p = patch_size or (2 if size < 32 else 4)
-    fine = size // p                                       # tokens per side on the fine level
-    window = next(w for w in (8, 4, 2, 1) if fine % w == 0 and w < fine or w == 1)   # windows must tile the map
-    levels = [LevelConfig(depths[0], width, attention, d_head=32, kernel_size=min(7, fine - 1 + fine % 2),
-                          window_size=window),
-              LevelConfig(depths[1], 2 * width, 'global', d_head=32)]
-    return HDiTConfig(levels, **{**dict(patch_size=p, input_size=size, num_classes=num_classes,
-                                        mapping_width=2 * width, mapping_depth=1), **kwargs})
-
-# %% ../nbs/11_training.ipynb 57
-def auto_threads() -> int:
-    "PyTorch CPU threads worth using now: the cores not already busy (1-minute load average), at least 1."
-    n = torch.get_num_threads()
-    try: free = (os.cpu_count() or 1) - os.getloadavg()[0]
-    except (AttributeError, OSError): return n          # no load average (Windows): keep PyTorch's default
-    return max(1, min(n, int(free + 0.5)))
+# %% ../nbs/11_training.ipynb 80
+# fastcore's @patch leaves each patched name bound to None in the module: remove those
+for _name in ('_train_step', '_should_stop', '_signals_to_flag', '_meta', 'save_checkpoint', 'check_compatible', 'load_checkpoint', 'sample', 'real_images', 'write_outputs', '_resume', '_data_loader', '_periodic_outputs', '_finish', '_save_if_consistent', 'fit', '_fit'): globals().pop(_name, None)
+del _name

@@ -7,7 +7,8 @@ from torch import nn
 import hdit_edu.model
 from hdit_edu.model import (HDiT, HDiTConfig, LevelConfig, hdit_b4, dit_b4, hdit_imagenet256, config_from_k_diffusion,
                             config_to_k_diffusion, save_model, load_model, load_pretrained, pretrained_models,
-                            REFERENCE_FILE, load_reference, check_against_reference)
+                            REFERENCE_FILE, load_reference, check_against_reference,
+                            check_class_labels, small_hdit_config)
 from hdit_edu.neighborhood import neighborhood_mask
 
 
@@ -118,8 +119,10 @@ def test_clear_errors():
     with pytest.raises(ValueError, match=r'multiples of patch_size \* 2\*\*\(levels-1\) = 4x4'): model(torch.randn(1, 3, 18, 16), s, class_cond=c)
     with pytest.raises(ValueError, match='input_channels=3'): model(torch.randn(1, 1, 16, 16), s, class_cond=c)
     with pytest.raises(ValueError, match='pass class_cond'): model(x, s)
-    with pytest.raises(ValueError, match=r'outside 0\.\.10'): model(x, s, class_cond=torch.tensor([11]))
-    with pytest.raises(ValueError, match=r'outside 0\.\.10'): model(x, s, class_cond=torch.tensor([-1]))
+    with pytest.raises(ValueError, match=r'outside 0\.\.10'): check_class_labels(torch.tensor([11]), 10)   # at the edges
+    with pytest.raises(ValueError, match=r'outside 0\.\.10'): check_class_labels(torch.tensor([-1, 3]), 10)
+    with pytest.raises(ValueError, match=r'outside 0\.\.9'): check_class_labels([10], 10, null_ok=False)
+    check_class_labels(torch.tensor([0, 10]), 10)
     with pytest.raises(ValueError, match='integer tensor'): model(x, s, class_cond=torch.tensor([1.]))
     with pytest.raises(ValueError, match='smaller than its neighborhood kernel'): model(torch.randn(1, 3, 4, 4), s, class_cond=c)
     with pytest.raises(ValueError, match=r'\[batch, channels, height, width\]'): model(torch.randn(3, 16, 16), s, class_cond=c)
@@ -305,3 +308,38 @@ def test_pretrained_missing_from_the_imported_package(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="folder 'hdit_edu' in the current directory, which shadows the installed "
                                                 "package.*start Python in another directory"):
         load_pretrained('openmoji64')
+
+
+def test_forward_has_no_data_dependent_checks_and_compiles_fullgraph():
+    "No `.any()`/`.item()` on values in forward: `torch.compile(fullgraph=True)` traces a class-conditional HDiT."
+    model = pretend_trained(HDiT(HDiTConfig.tiny(16, num_classes=3))).eval()
+    x, s, c = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 2.]), torch.tensor([0, 3])
+    compiled = torch.compile(model, fullgraph=True, backend='eager')   # graph capture only: fast on any CPU
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x, s, class_cond=c), model(x, s, class_cond=c))
+    with pytest.raises(ValueError, match='shape'): model(x, s, class_cond=torch.tensor([0, 1, 2]))   # shapes still checked
+
+
+def test_an_int_class_cond_is_broadcast_to_the_batch():
+    model = pretend_trained(HDiT(tiny_config()))
+    x, s = torch.randn(3, 3, 16, 16), torch.ones(3)
+    with torch.no_grad(): torch.testing.assert_close(model(x, s, class_cond=4), model(x, s, class_cond=torch.full((3,), 4)))
+
+
+def test_no_public_module_attribute_is_none():
+    "fastcore's @patch leaves `name = None` behind; the modules delete those leftovers."
+    import hdit_edu.training
+    for mod in (hdit_edu.model, hdit_edu.training):
+        assert [n for n in dir(mod) if not n.startswith('_') and getattr(mod, n) is None] == [], mod.__name__
+
+
+def test_one_small_config_and_class_names_travel_with_saved_models(tmp_path):
+    import hdit_edu.training
+    assert hdit_edu.training.small_hdit_config is small_hdit_config          # one definition, in the model module
+    assert HDiTConfig.tiny(16, num_classes=3) == small_hdit_config(16, 3, depths=(1, 2), patch_size=2)
+    cfg = HDiTConfig.tiny(16, num_classes=2, class_names=['cats', 'dogs'])
+    save_model(HDiT(cfg), tmp_path / 'm')
+    m = load_model(tmp_path / 'm')
+    assert m.class_names == ['cats', 'dogs'] and m.config.class_names == ['cats', 'dogs']
+    assert json.loads((tmp_path / 'm.json').read_text())['class_names'] == ['cats', 'dogs']
+    with pytest.raises(ValueError, match='class_names'): HDiTConfig.tiny(16, num_classes=3, class_names=['a'])

@@ -243,3 +243,66 @@ def test_pretrained_openmoji64_is_a_trained_denoiser():
             mse = ((den(noisy, torch.full((len(x),), sigma), class_cond=y) - x) ** 2).mean().item()
             trivial = ((noisy * 0.25 / (sigma ** 2 + 0.25) - x) ** 2).mean().item()   # model output 0 (untrained)
             assert mse < 0.1 * trivial, (sigma, mse, trivial)
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint_with_one_clear_error(tmp_path, monkeypatch):
+    import errno
+    t = make_trainer(tmp_path, steps=2); t.fit()
+    good = list_checkpoints(tmp_path)[-1]
+    def full(tensors, path, *a, **kw): raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(training, 'save_file', full)
+    with pytest.raises(OSError, match=r'disk may be full: the last good checkpoint, .*step_0000002, is kept') as e:
+        make_trainer(tmp_path, steps=3).fit()
+    assert e.value.errno == errno.ENOSPC
+    assert list_checkpoints(tmp_path) == [good] and read_checkpoint(tmp_path)['step'] == 2
+
+
+def test_a_finished_run_reports_no_speed_for_this_session(tmp_path, capsys):
+    make_trainer(tmp_path, steps=3).fit()
+    t = make_trainer(tmp_path, steps=3); t.fit()
+    assert t.step == 3 and t.session_steps == 0 and t.images_per_s == 0.
+    assert 'nothing to train' in capsys.readouterr().out
+
+
+def test_fit_runs_under_cpu_threads_and_restores_them(tmp_path, monkeypatch):
+    seen = []
+    import contextlib
+    real = training.cpu_threads
+    @contextlib.contextmanager
+    def spy(*a, **kw):
+        with real(*a, **kw) as n: seen.append(n); yield n
+    monkeypatch.setattr(training, 'cpu_threads', spy)
+    before = torch.get_num_threads()
+    make_trainer(tmp_path, steps=1).fit()
+    assert len(seen) == 1 and torch.get_num_threads() == before
+    from hdit_edu.fast_attention import auto_threads
+    assert training.auto_threads is auto_threads
+
+
+def test_progress_without_a_terminal_prints_lines_with_eta(tmp_path, capsys):
+    make_trainer(tmp_path, steps=4, progress=True, log_every=2).fit()
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith('step')]
+    assert len(lines) == 3 and all('left' in l and 'img/s' in l for l in lines), lines   # steps 1, 2, 4
+
+
+def test_labels_outside_the_model_are_refused_at_the_data_loader(tmp_path):
+    from mp_train import TinyConfig
+    from torch.utils.data import TensorDataset
+    t = make_trainer(tmp_path, config=TinyConfig(num_classes=2))
+    t.dataset = TensorDataset(torch.zeros(8, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 0, 1, 0]))
+    with pytest.raises(ValueError, match=r"labels outside 0\.\.1 .*num_classes"): t.fit()
+
+
+def test_class_names_travel_in_checkpoints(tmp_path):
+    "A folder data set's class names go into the model config, the checkpoint and the loaded model."
+    from hdit_edu.model import HDiT, HDiTConfig
+    from hdit_edu.training import load_checkpoint_model
+    class Named(torch.utils.data.Dataset):
+        classes = ['apples', 'pears']
+        def __len__(self): return 8
+        def __getitem__(self, i): return torch.zeros(3, 16, 16), i % 2
+    torch.manual_seed(0)
+    model = HDiT(HDiTConfig.tiny(16, num_classes=2))
+    Trainer(model, Named(), out_dir=str(tmp_path), steps=1, batch_size=4, progress=False, sample_n=0).fit()
+    assert read_checkpoint(tmp_path)['model_config']['class_names'] == ['apples', 'pears']
+    assert load_checkpoint_model(tmp_path).class_names == ['apples', 'pears']
