@@ -196,3 +196,24 @@ def test_with_real_hdit():
         assert torch.allclose(ex.weights.sum(), torch.tensor(1.0), atol=1e-5)
     ex.set(layer=kinds.index('global'))
     assert ex.token_hw == (8, 8) and ex.key_mask.all()
+
+
+def test_model_input_is_what_the_model_sees():
+    "With model_input= the model gets that tensor (e.g. the noised, c_in-scaled image) while the image is drawn."
+    seen = []
+    class Spy(PatchAttention):
+        def attention_maps(self, x, sigma, class_cond=None):
+            seen.append((x.clone(), class_cond)); return super().attention_maps(x, sigma, class_cond)
+    img = torch.rand(3, 32, 32) * 2 - 1
+    ex = AttentionExplorer(model=Spy(), image=img, model_input=img * 2, class_cond=torch.tensor([1]))
+    assert torch.equal(seen[0][0], (img * 2)[None]) and torch.equal(seen[0][1], torch.tensor([1]))
+    assert torch.equal(ex.image, img)
+    AttentionExplorer(model=Spy(), image=img)
+    assert torch.equal(seen[1][0], img[None])
+
+
+def test_explorer_module_has_no_patch_leftovers():
+    from hdit_edu import explorer_widget as ew
+    assert getattr(ew, 'set', set) is set and all(getattr(ew, n) is not None for n in ew.__all__)
+    for name in ('plot', 'update', 'to_png', 'describe', 'widget', 'token_hw', 'layer_names'):
+        assert not hasattr(ew, name) and hasattr(ew.AttentionExplorer, name)

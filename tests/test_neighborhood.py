@@ -1,12 +1,24 @@
-"Neighborhood attention: every backend of na2d (gather loop, dense and tiled masked SDPA, flex_attention) against NATTEN, the dense reference, each other and finite differences."
-import itertools, warnings
+"""Neighborhood attention: every backend of na2d (gather loop, dense and tiled masked SDPA, flex_attention) against
+NATTEN, the dense reference, each other and finite differences; the settings context, the reasons a fast path is
+not used, and the CPU thread helper (hdit_edu.fast_attention)."""
+import itertools, sys, warnings
 import pytest
 import torch
 from hdit_edu import neighborhood as nb
+from hdit_edu import fast_attention as fa
 from hdit_edu.neighborhood import (na2d, na2d_dense, na2d_weights, na2d_key_index, na2d_attention_map,
                                    neighborhood_mask, window_indices, shifted_window_attention,
                                    shifted_window_mask, set_backend, describe_backend, na_mask_mod, na_block_mask,
-                                   BACKENDS)
+                                   BACKENDS, use_backend, na_context)
+from hdit_edu.fast_attention import cpu_threads, auto_threads
+
+
+@pytest.fixture(autouse=True)
+def fresh_context():
+    "Every test starts from (and leaves) the default settings of na2d."
+    na_context.reset()
+    yield
+    na_context.reset()
 
 CPU_BACKENDS = ('gather', 'dense', 'tiled')      # the pure-PyTorch implementations (forward and backward on CPU)
 
@@ -106,19 +118,20 @@ def test_na2d_noncontiguous_inputs(backend):
 
 
 @pytest.mark.parametrize('block_bytes', [1, 700, 5000])
-def test_na2d_row_blocks_change_nothing(monkeypatch, block_bytes):
+def test_na2d_row_blocks_change_nothing(block_bytes):
     "The CPU path processes cache-sized blocks of query rows; any block size gives the same values and gradients."
     q, k, v = _qkv((2, 11, 9, 2, 4), dtype=torch.float64, seed=12, requires_grad=True)
     g = torch.randn(q.shape, dtype=torch.float64)
     ref = na2d_dense(q, k, v, 3, 2)
     ref_grads = torch.autograd.grad(ref, (q, k, v), g)
-    monkeypatch.setattr(nb, 'CPU_BLOCK_BYTES', block_bytes)
-    assert len(nb._row_blocks(q)) == {1: 11, 700: 11, 5000: 3}[block_bytes]   # 1152 bytes per row
-    out = na2d(q, k, v, 3, 2, backend='gather')
-    torch.testing.assert_close(out, ref)
-    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), ref_grads): torch.testing.assert_close(a, b)
-    assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, 3, 2, backend='gather'), (q, k, v),
-                                    fast_mode=True)
+    with use_backend(cpu_block_bytes=block_bytes):
+        assert len(fa._row_blocks(q)) == {1: 11, 700: 11, 5000: 3}[block_bytes]   # 1152 bytes per row
+        out = na2d(q, k, v, 3, 2, backend='gather')
+        torch.testing.assert_close(out, ref)
+        for a, b in zip(torch.autograd.grad(out, (q, k, v), g), ref_grads): torch.testing.assert_close(a, b)
+        assert torch.autograd.gradcheck(lambda q, k, v: na2d(q, k, v, 3, 2, backend='gather'), (q, k, v),
+                                        fast_mode=True)
+    assert len(fa._row_blocks(q)) == 1                         # restored: 1 MiB holds the whole map
 
 
 @pytest.mark.parametrize('backend', CPU_BACKENDS)
@@ -187,8 +200,8 @@ def test_auto_backend_uses_natten_when_supported_and_says_so_once(monkeypatch):
             warnings.simplefilter('ignore')
             return real(q, k, v, **kw)
     monkeypatch.setattr(nf, 'na2d', spy)
-    monkeypatch.setattr(nb, '_natten_cuda_supported', lambda q, k, v: True)
-    monkeypatch.setattr(nb, '_natten_announced', False)
+    monkeypatch.setattr(fa, '_natten_reason', lambda q, k, v: '')   # as if NATTEN had a fused kernel for this
+    assert not na_context.natten_announced
     q, k, v = _qkv((1, 9, 10, 2, 8))
     with pytest.warns(UserWarning, match="using NATTEN's fused na2d"):
         out = na2d(q, k, v, 3, 2, scale=0.5)
@@ -203,29 +216,62 @@ def test_auto_backend_uses_natten_when_supported_and_says_so_once(monkeypatch):
 def test_forced_backends(monkeypatch):
     _natten()
     q, k, v = _qkv((1, 9, 10, 2, 8))
-    monkeypatch.setattr(nb, '_natten_announced', True)
+    na_context.natten_announced = True
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         torch.testing.assert_close(na2d(q, k, v, 3, backend='natten'), na2d(q, k, v, 3, backend='torch'),
                                    atol=2e-5, rtol=1e-5)
-    monkeypatch.setattr(nb, '_natten_cuda_supported', lambda q, k, v: True)
-    monkeypatch.setattr(nb, 'BACKEND', 'auto')
-    set_backend('torch')                      # module-wide: wins over 'auto' even where NATTEN would be used
-    try:
-        import natten.functional as nf
-        monkeypatch.setattr(nf, 'na2d', lambda *a, **k: (_ for _ in ()).throw(AssertionError('called NATTEN')))
+    monkeypatch.setattr(fa, '_natten_reason', lambda q, k, v: '')
+    import natten.functional as nf
+    monkeypatch.setattr(nf, 'na2d', lambda *a, **k: (_ for _ in ()).throw(AssertionError('called NATTEN')))
+    with use_backend('torch'):                # wins over 'auto' even where NATTEN would be used
         na2d(q, k, v, 3)
-    finally: set_backend('auto')
+    set_backend('torch')                      # the same until changed again
+    na2d(q, k, v, 3)
+    set_backend('auto')
+    with pytest.raises(AssertionError, match='called NATTEN'): na2d(q, k, v, 3)
     with pytest.raises(ValueError, match='no backward pass on CPU'):
         na2d(q.requires_grad_(), k, v, 3, backend='natten')
     with pytest.raises(ValueError): set_backend('fast')
 
 
-def test_forcing_natten_without_natten_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(nb, '_natten_functional', lambda: None)
+@pytest.fixture
+def no_natten(monkeypatch):
+    "NATTEN hidden from imports (and the cached import check redone), as on a machine without it."
+    for name in [m for m in sys.modules if m == 'natten' or m.startswith('natten.')]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, 'natten', None)          # `import natten` raises ImportError
+    fa._natten_import.cache_clear()
+    yield
+    fa._natten_import.cache_clear()
+
+
+def test_forcing_natten_without_natten_says_how_to_install(no_natten):
     x = torch.randn(1, 8, 8, 2, 4)
-    with pytest.raises(ImportError, match='pip install natten'): na2d(x, x, x, 3, backend='natten')
+    assert fa._natten_import()[0] is None and 'NATTEN is not installed' in fa._natten_import()[1]
+    with pytest.raises(ImportError, match='NATTEN is not installed .*pip install natten'):
+        na2d(x, x, x, 3, backend='natten')
     torch.testing.assert_close(na2d(x, x, x, 3), na2d_dense(x, x, x, 3))   # auto still works
+
+
+def test_too_old_natten_is_named(monkeypatch):
+    pytest.importorskip('natten')
+    monkeypatch.setitem(sys.modules, 'natten.backends', None)   # NATTEN < 0.20 has no natten.backends
+    fa._natten_import.cache_clear()
+    try:
+        nf, why = fa._natten_import()
+        assert nf is None and 'is too old (need >= 0.20' in why
+    finally: fa._natten_import.cache_clear()
+
+
+def test_reasons_a_fast_path_is_not_used(monkeypatch):
+    "Each capability check says why it fails; on CPU tensors both fused paths decline, naming the device."
+    x = torch.randn(1, 8, 8, 1, 16)
+    assert fa._natten_reason(x, x, x) == "its fused kernels need CUDA tensors, these are on cpu"
+    assert fa._flex_reason(x).startswith("it needs CUDA tensors to be fused (these are on cpu")
+    monkeypatch.setattr(fa, '_flex', lambda: None)
+    assert fa._flex_reason(x) == f"torch {torch.__version__} has no flex_attention (it needs torch >= 2.5)"
+    with pytest.raises(ImportError, match='has no flex_attention'): na2d(x, x, x, 3, backend='flex')
 
 
 # ---- weights for visualisation ---------------------------------------------------------------------------------
@@ -336,19 +382,23 @@ def test_shifted_window_low_precision_and_errors():
 
 # ---- the pure-PyTorch paths: dense and tiled masked SDPA --------------------------------------------------------
 
-def test_cpu_choice_by_size(monkeypatch):
-    "On CPU, 'auto' runs one masked SDPA up to DENSE_MAX_TOKENS tokens and the tiled SDPA above; both are exact."
-    monkeypatch.setattr(nb, 'DENSE_MAX_TOKENS', 100)
+def test_cpu_choice_by_size():
+    "On CPU, 'auto' runs one masked SDPA up to dense_max_tokens tokens and the tiled SDPA above."
     small, large = torch.randn(1, 10, 10, 1, 4), torch.randn(1, 10, 11, 1, 4)
-    assert nb._choose_backend(small, small, small, 'auto') == 'dense'
-    assert nb._choose_backend(large, large, large, 'auto') == 'tiled'
-    assert nb._choose_backend(large, large, large, 'torch') == 'tiled'
-    for be in ('gather', 'dense', 'tiled'): assert nb._choose_backend(large, large, large, be) == be
+    assert na_context.dense_max_tokens == nb.DENSE_MAX_TOKENS == 256
+    assert fa._choose_backend(torch.randn(1, 16, 16, 1, 4), small, small, 'auto') == 'dense'
+    assert fa._choose_backend(torch.randn(1, 16, 17, 1, 4), small, small, 'auto') == 'tiled'
+    with use_backend(dense_max_tokens=100):
+        assert fa._choose_backend(small, small, small, 'auto') == 'dense'
+        assert fa._choose_backend(large, large, large, 'auto') == 'tiled'
+        assert fa._choose_backend(large, large, large, 'torch') == 'tiled'
+        for be in ('gather', 'dense', 'tiled'): assert fa._choose_backend(large, large, large, be) == be
+    assert fa._choose_backend(large, large, large, 'auto') == 'dense'      # 110 <= 256 again
 
 
 @pytest.mark.parametrize('n,tile,expected', [(5, 8, 5), (8, 8, 8), (12, 8, 6), (20, 8, 10), (64, 8, 8), (13, 8, 8)])
 def test_tile_length_divides_the_map_when_it_can(n, tile, expected):
-    assert nb._tile_len(n, tile) == expected
+    assert fa._tile_len(n, tile) == expected
 
 
 @pytest.mark.parametrize('hw,ks,dil,tile', [((16, 16), 7, 1, 8), ((13, 29), 5, 2, 8), ((40, 9), 3, 3, 4),
@@ -356,7 +406,7 @@ def test_tile_length_divides_the_map_when_it_can(n, tile, expected):
 def test_tiled_plan_covers_every_window_exactly(hw, ks, dil, tile):
     "Each query's tile halo holds its whole window, and the tile mask allows exactly the window's keys."
     h, w = hw
-    p = nb._tile_plan(h, w, ks, dil, tile, torch.device('cpu'))
+    p = fa._tile_plan(h, w, ks, dil, tile, torch.device('cpu'))
     nt, L, S = p['allowed'].shape
     keys = p['k_idx'].view(nt, S)
     dense = torch.zeros(h * w, h * w, dtype=torch.bool)
@@ -368,15 +418,29 @@ def test_tiled_plan_covers_every_window_exactly(hw, ks, dil, tile):
     assert torch.equal(dense, neighborhood_mask(h, w, ks, dil))
 
 
-def test_tiled_plan_and_masks_are_cached():
+def test_tiled_plan_and_masks_are_cached_in_bounded_caches():
     q, k, v = _qkv((1, 24, 24, 2, 8))
-    nb._tile_plans.clear()
+    fa._tile_plan.cache_clear(); fa._tile_mask.cache_clear()
     na2d(q, k, v, 7, backend='tiled'); na2d(q, k, v, 7, backend='tiled')
-    assert len(nb._tile_plans) == 1
-    (plan,) = nb._tile_plans.values()
-    assert list(plan['masks']) == [torch.float32]
+    assert fa._tile_plan.cache_info().currsize == 1 and fa._tile_mask.cache_info().currsize == 1
     na2d(q.double(), k.double(), v.double(), 7, backend='tiled')
-    assert len(nb._tile_plans) == 1 and set(plan['masks']) == {torch.float32, torch.float64}
+    assert fa._tile_plan.cache_info().currsize == 1 and fa._tile_mask.cache_info().currsize == 2
+    for f in (fa._tile_plan, fa._tile_mask, fa._dense_mask, fa._block_mask): assert f.cache_info().maxsize <= 16
+
+
+@pytest.mark.parametrize('tile', [3, 5, 12])
+def test_cpu_tile_is_a_setting(tile):
+    "The tile side of the tiled path comes from na_context (or use_backend); any tile gives the same numbers."
+    q, k, v = _qkv((1, 24, 20, 2, 8), dtype=torch.float64, requires_grad=True)
+    ref = na2d_dense(q, k, v, 5, 2)
+    with use_backend('tiled', cpu_tile=tile):
+        out = na2d(q, k, v, 5, 2)
+        assert fa._tile_plan(24, 20, 5, 2, tile, torch.device('cpu'))['tile'] == (fa._tile_len(24, tile),
+                                                                                  fa._tile_len(20, tile))
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(a, b)
 
 
 def test_tiled_memory_is_linear():
@@ -431,20 +495,21 @@ def test_flex_forward_matches_gather_loop(ks, dil, hw):
 
 def test_block_mask_is_cached(monkeypatch):
     "The block mask is built on the first call for a (map, kernel, dilation, device) and reused afterwards."
-    fa = pytest.importorskip('torch.nn.attention.flex_attention')
+    flexmod = pytest.importorskip('torch.nn.attention.flex_attention')
     built = []
-    real = fa.create_block_mask
-    monkeypatch.setattr(fa, 'create_block_mask', lambda *a, **kw: built.append(a[3:5]) or real(*a, **kw))
-    monkeypatch.setattr(nb, '_block_masks', {})
+    real = flexmod.create_block_mask
+    monkeypatch.setattr(flexmod, 'create_block_mask', lambda *a, **kw: built.append(a[3:5]) or real(*a, **kw))
+    fa._block_mask.cache_clear()
     q, k, v = _qkv((1, 12, 14, 2, 16))
     a = na2d(q, k, v, 5, backend='flex')
     b = na2d(q[:, :, :, :1].expand(3, -1, -1, -1, -1), k[:, :, :, :1].expand(3, -1, -1, -1, -1),
              v[:, :, :, :1].expand(3, -1, -1, -1, -1), 5, backend='flex')   # other batch size and heads: same mask
     assert built == [(168, 168)]
     torch.testing.assert_close(b[:1], a[:, :, :, :1])
-    assert na_block_mask(12, 14, 5) is nb._block_masks[(12, 14, 5, 1, 'cpu')]
+    assert na_block_mask(12, 14, 5) is na_block_mask(12, 14, 5, device=torch.device('cpu'))
     na2d(q, k, v, 5, 2, backend='flex')
-    assert len(built) == 2 and len(nb._block_masks) == 2
+    assert len(built) == 2 and fa._block_mask.cache_info().currsize == 2
+    fa._block_mask.cache_clear()
 
 
 def test_block_mask_skips_most_tiles():
@@ -452,15 +517,15 @@ def test_block_mask_skips_most_tiles():
     bm = na_block_mask(64, 64, 7)
     n_blocks = bm.kv_num_blocks + (bm.full_kv_num_blocks if bm.full_kv_num_blocks is not None else 0)
     assert n_blocks.max() <= 5 and n_blocks.min() >= 4
-    kinds = nb.block_mask_kinds(bm)
+    kinds = fa.block_mask_kinds(bm)
     assert kinds.shape == (32, 32) and torch.equal((kinds > 0).sum(1), n_blocks[0, 0].cpu())
 
 
 def test_block_mask_kinds_match_the_dense_mask():
     "Skipped tiles hold no allowed pair, full tiles only allowed pairs, partial tiles some of each."
-    fa = pytest.importorskip('torch.nn.attention.flex_attention')
+    flexmod = pytest.importorskip('torch.nn.attention.flex_attention')
     h, w, ks, bs = 16, 16, 7, 4
-    kinds = nb.block_mask_kinds(fa.create_block_mask(na_mask_mod(h, w, ks), None, None, h * w, h * w,
+    kinds = fa.block_mask_kinds(flexmod.create_block_mask(na_mask_mod(h, w, ks), None, None, h * w, h * w,
                                                      device='cpu', BLOCK_SIZE=bs))
     tiles = neighborhood_mask(h, w, ks).view(h * w // bs, bs, h * w // bs, bs).float().mean((1, 3))
     assert torch.equal(kinds == 0, tiles == 0) and torch.equal(kinds == 2, tiles == 1)
@@ -479,33 +544,38 @@ def test_flex_has_no_cpu_backward_and_says_so():
                                                         (False, False, 'tiled')])
 def test_auto_choice_with_faked_capabilities(monkeypatch, natten_ok, flex_ok, expected):
     "On a (faked) GPU: NATTEN's fused kernels when they support the call, else flex_attention, else pure PyTorch."
-    monkeypatch.setattr(nb, '_natten_cuda_supported', lambda q, k, v: natten_ok)
-    monkeypatch.setattr(nb, '_flex_cuda_supported', lambda q: flex_ok)
-    monkeypatch.setattr(nb, 'BACKEND', 'auto')
+    monkeypatch.setattr(fa, '_natten_reason', lambda q, k, v: '' if natten_ok else 'NATTEN faked away')
+    monkeypatch.setattr(fa, '_flex_reason', lambda q: '' if flex_ok else 'flex faked away')
     x, small = torch.randn(1, 24, 24, 1, 16), torch.randn(1, 8, 8, 1, 16)      # 576 and 64 tokens
-    assert nb._choose_backend(x, x, x, 'auto') == expected
-    assert nb._choose_backend(x, x, x, 'torch') == 'tiled'      # 'torch' never leaves pure PyTorch
-    assert nb._choose_backend(small, small, small, 'auto') == ('natten' if natten_ok else 'dense')  # no flex
+    assert fa._choose_backend(x, x, x, 'auto') == expected
+    assert fa._choose_backend(x, x, x, 'torch') == 'tiled'      # 'torch' never leaves pure PyTorch
+    assert fa._choose_backend(small, small, small, 'auto') == ('natten' if natten_ok else 'dense')  # no flex
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(fa, '_probe', lambda dev: torch.empty(1, 8, 8, 1, 64, device='meta'))   # no GPU here
     msg = describe_backend('cuda')
-    assert msg.startswith('neighborhood attention: ') and msg.endswith(' on cuda') and '\n' not in msg
+    assert msg.startswith('neighborhood attention: ') and ' on cuda' in msg and '\n' not in msg
     assert {'natten': "NATTEN's fused kernels", 'flex': 'flex_attention (compiled; one masked SDPA up to',
             'tiled': 'pure PyTorch'}[expected] in msg
+    assert ('NATTEN not used: NATTEN faked away' in msg) == (not natten_ok)       # the reasons, said
+    assert ('flex_attention not used: flex faked away' in msg) == (expected == 'tiled')
 
 
 def test_flex_capability_needs_cuda_and_triton():
     x = torch.randn(1, 8, 8, 1, 16)
-    assert not nb._flex_cuda_supported(x)                      # CPU tensors never take the compiled flex path
+    assert fa._flex_reason(x)                                  # CPU tensors never take the compiled flex path
+    assert fa._triton_reason() in ('', "Triton is not installed (it comes with PyTorch's CUDA builds on Linux)")
 
 
-def test_describe_backend(monkeypatch):
-    monkeypatch.setattr(nb, 'BACKEND', 'auto')
-    assert describe_backend('cpu') == ("neighborhood attention: pure PyTorch (one masked SDPA up to "
-                                       f"{nb.DENSE_MAX_TOKENS} tokens per map, on tiles above) on cpu")
-    set_backend('flex')
-    try: assert describe_backend('cpu') == ("neighborhood attention: flex_attention (eager, forward only) on cpu, "
-                                            "set by set_backend('flex')")
-    finally: set_backend('auto')
+def test_describe_backend():
+    assert describe_backend('cpu') == (
+        "neighborhood attention: pure PyTorch (one masked SDPA up to 256 tokens per map, on tiles above) on cpu; "
+        "NATTEN not used: its fused kernels need CUDA tensors, these are on cpu; flex_attention not used: it needs "
+        "CUDA tensors to be fused (these are on cpu; no CPU backward)")
+    with use_backend(dense_max_tokens=100): assert 'one masked SDPA up to 100 tokens' in describe_backend('cpu')
+    with use_backend('flex'):
+        assert describe_backend('cpu') == ("neighborhood attention: flex_attention (eager, forward only) on cpu, "
+                                           "set by use_backend/set_backend('flex')")
+    assert na_context.backend == 'auto' 
     if not torch.cuda.is_available():
         assert 'no CUDA device' in describe_backend('cuda')
     assert describe_backend() == describe_backend('cuda' if torch.cuda.is_available() else 'cpu')
@@ -513,7 +583,7 @@ def test_describe_backend(monkeypatch):
 
 def test_set_backend_accepts_every_backend():
     try:
-        for be in BACKENDS: set_backend(be); assert nb.BACKEND == be
+        for be in BACKENDS: set_backend(be); assert nb.BACKEND == na_context.backend == be
     finally: set_backend('auto')
     with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'gather'"): set_backend('fast')
 
@@ -579,7 +649,7 @@ def test_gpu_flex_compiles_once_for_every_batch_size():
 @cuda
 def test_gpu_auto_prefers_fused_paths():
     x = torch.randn(1, 32, 32, 2, 64, device='cuda', dtype=torch.bfloat16)
-    assert nb._choose_backend(x, x, x, 'auto') in ('natten', 'flex')
+    assert fa._choose_backend(x, x, x, 'auto') in ('natten', 'flex')
     assert any(s in describe_backend('cuda') for s in ("NATTEN", 'flex_attention (compiled)'))
 
 
@@ -592,10 +662,42 @@ def test_na2d_on_the_meta_device(backend):
     assert out.is_meta and out.shape == q.shape
 
 
-# ---- CPU threads (hdit_edu.fast_attention) ---------------------------------------------------------------------
+# ---- the settings context --------------------------------------------------------------------------------------
 
-from hdit_edu import fast_attention as fa
-from hdit_edu.fast_attention import cpu_threads, auto_threads
+def test_context_reset_and_scoped_settings():
+    assert (na_context.backend, na_context.dense_max_tokens, na_context.cpu_tile, na_context.cpu_block_bytes) == (
+        'auto', nb.DENSE_MAX_TOKENS, nb.CPU_TILE, nb.CPU_BLOCK_BYTES)
+    with pytest.raises(RuntimeError):
+        with use_backend('dense', cpu_tile=4) as ctx:
+            assert ctx is na_context and (ctx.backend, ctx.cpu_tile) == ('dense', 4)
+            raise RuntimeError('boom')
+    assert (na_context.backend, na_context.cpu_tile) == ('auto', nb.CPU_TILE)     # restored after the error
+    na_context.update(backend='gather', cpu_block_bytes=1, dense_max_tokens=0)
+    na_context.reset()
+    assert na_context == fa.NAContext()
+    for bad, msg in [(dict(backend='fast'), 'backend must be one of'), (dict(cpu_tile=0), 'cpu_tile must be an int'),
+                     (dict(cpu_block_bytes=2.5), 'must be an int'), (dict(tile=8), 'unknown setting')]:
+        with pytest.raises(ValueError, match=msg): na_context.update(**bad)
+        with pytest.raises(ValueError, match=msg):
+            with use_backend(**bad): pass
+    assert na_context == fa.NAContext()
+
+
+def test_lazy_reexports_from_neighborhood():
+    "Everything neighborhood exported before the split still imports from it (and is the appendix's object)."
+    from hdit_edu import explorer_widget as ew
+    for name in ('na2d', 'set_backend', 'describe_backend', 'na_mask_mod', 'block_mask_kinds', 'na_block_mask',
+                 'BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES'):
+        assert getattr(nb, name) is getattr(fa, name), name
+    for name in ('AttentionExplorer', 'attended_keys', 'hourglass_token_sizes', 'ATTENTION_KINDS'):
+        assert getattr(nb, name) is getattr(ew, name), name
+    with use_backend('tiled'): assert nb.BACKEND == 'tiled'
+    with pytest.raises(AttributeError, match='no attribute'): nb.not_a_name
+    assert all(hasattr(nb, n) for n in nb.__all__)
+    assert all(getattr(ew, n) is not None for n in ew.__all__) and getattr(ew, 'set', set) is set
+
+
+# ---- CPU threads (hdit_edu.fast_attention) ---------------------------------------------------------------------
 
 
 @pytest.fixture
