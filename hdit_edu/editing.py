@@ -8,19 +8,20 @@ __all__ = ['KnownPixels', 'inpaint', 'img2img']
 # %% ../nbs/10_editing.ipynb 4
 import torch
 from torch import nn
-from .sampling import (SAMPLERS, CFGDenoiser, get_sigmas_karras, _as_denoiser, _num_classes, _device_of,
-                               _class_tensor, _image_shape)
+from .sampling import (SAMPLERS, CFGDenoiser, get_sigmas_karras, _as_denoiser, _num_classes,
+                               _device_of, _class_tensor, _image_shape)
 
 # %% ../nbs/10_editing.ipynb 6
 def _check_image(image, size=None, channels=None):
-    "`image` as a float `[B, C, H, W]` tensor in [-1, 1], or a one-line ValueError saying what to pass instead."
+    "`image` as a float `[B, C, H, W]` tensor in [-1, 1], or a one-line ValueError saying what to pass."
     x = torch.as_tensor(image)
     if x.ndim == 3: x = x[None]
     if x.ndim != 4: raise ValueError(f"image must be [C, H, W] or [B, C, H, W], got shape {tuple(x.shape)}.")
     if not x.is_floating_point():
         raise ValueError(f"image must be a float tensor in [-1, 1], got {x.dtype}: pass pixels / 127.5 - 1.")
     if size is not None and tuple(x.shape[-2:]) != tuple(size):
-        raise ValueError(f"image is {x.shape[-2]}x{x.shape[-1]} pixels but the model makes {size[0]}x{size[1]}: "
+        raise ValueError(f"image is {x.shape[-2]}x{x.shape[-1]} pixels but the model makes "
+                         f"{size[0]}x{size[1]}: "
                          f"resize it first (hdit_edu.data.image_transform).")
     if channels is not None and x.shape[1] != channels:
         raise ValueError(f"image has {x.shape[1]} channels but the model makes {channels}.")
@@ -36,7 +37,8 @@ def _check_mask(mask, x):
     if m.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor (True where the model paints), got {m.dtype}: "
                          f"pass e.g. mask > 0.5.")
-    try: ok = m.ndim >= 2 and m.shape[-2:] == x.shape[-2:] and torch.broadcast_shapes(m.shape, x.shape) == x.shape
+    try: ok = (m.ndim >= 2 and m.shape[-2:] == x.shape[-2:]
+               and torch.broadcast_shapes(m.shape, x.shape) == x.shape)
     except RuntimeError: ok = False
     if not ok:
         raise ValueError(f"mask must have the image's height and width, [{x.shape[-2]}, {x.shape[-1]}] (or a "
@@ -69,7 +71,8 @@ def _guided(den, class_cond, cfg_scale, n, device):
 def _prepare(denoiser, image, steps, sampler, device):
     "Checked denoiser, device and image for `inpaint` and `img2img`."
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}: use one of {list(SAMPLERS)}.")
-    if not (isinstance(steps, int) and steps >= 1): raise ValueError(f"steps must be a whole number >= 1, got {steps}.")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be a whole number >= 1, got {steps}.")
     den = _as_denoiser(denoiser)
     try: size, channels = _image_shape(den)
     except ValueError: size, channels = None, None                      # a bare callable: any size will do
@@ -102,7 +105,7 @@ def inpaint(denoiser, image, mask, steps:int=25, seed:int=0, sampler:str='euler'
                 x = x + (sigmas[i] ** 2 - sigmas[i + 1] ** 2).sqrt() * noise
     return torch.where(m, x, y)
 
-# %% ../nbs/10_editing.ipynb 16
+# %% ../nbs/10_editing.ipynb 28
 @torch.no_grad()
 def img2img(denoiser, image, sigma_start:float=2., steps:int=25, seed:int=0, sampler:str='euler',
             class_cond=None, cfg_scale:float=1., sigma_min:float=1e-2, sigma_max:float=80., rho:float=7.,
@@ -110,10 +113,12 @@ def img2img(denoiser, image, sigma_start:float=2., steps:int=25, seed:int=0, sam
     "SDEdit: noise `image` ([-1, 1]) to `sigma_start`, then denoise it with `steps` sampler steps."
     den, device, y = _prepare(denoiser, image, steps, sampler, device)
     if not sigma_min < sigma_start <= sigma_max:                        # also refuses NaN
-        raise ValueError(f"sigma_start must lie in (sigma_min, sigma_max] = ({sigma_min:g}, {sigma_max:g}], got "
+        raise ValueError(f"sigma_start must lie in (sigma_min, sigma_max] = ({sigma_min:g}, {sigma_max:g}], "
+                         f"got "
                          f"{sigma_start}: about 1-5 keeps the layout, {sigma_max:g} forgets the image.")
     den, extra = _guided(den, class_cond, cfg_scale, len(y), device)
     gen = torch.Generator(device).manual_seed(seed)
     sigmas = get_sigmas_karras(steps, sigma_min, sigma_start, rho, device)
     x = y + torch.randn(y.shape, generator=gen, device=device, dtype=y.dtype) * sigma_start
-    return SAMPLERS[sampler](den, x, sigmas, extra_args=extra, callback=callback, generator=gen, **sampler_kwargs)
+    return SAMPLERS[sampler](den, x, sigmas, extra_args=extra, callback=callback, generator=gen,
+                             **sampler_kwargs)
