@@ -263,8 +263,8 @@ def _class_tensor(class_cond, n, num_classes, device, names=None):
     if c.shape != (n,): raise ValueError(f"class_cond must be an int or have shape [{n}], got {tuple(c.shape)}.")
     bad = c[(c < 0) | (c > num_classes)]
     if len(bad):
-        raise ValueError(f"class_cond {sorted(set(bad.tolist()))} outside [0, {num_classes}]: classes {listed}, "
-                         f"{num_classes} = 'no class'.")
+        raise ValueError(f"class indices must lie in [0, {num_classes}] (classes {listed}, {num_classes} = "
+                         f"'no class'), got class_cond {sorted(set(bad.tolist()))}.")
     return c
 
 # %% ../nbs/08_sampling.ipynb 49
