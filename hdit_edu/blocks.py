@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .attention import (rms_norm, zero_init, RMSNorm, AdaRMSNorm, AttentionBlock, SelfAttentionBlock,
+from .attention import (zero_init, RMSNorm, AdaRMSNorm, AttentionBlock, SelfAttentionBlock,
                                 attention_weights)
 from .neighborhood import na2d, neighborhood_mask, shifted_window_attention, shifted_window_mask
 

@@ -13,8 +13,8 @@ import torch
 from . import neighborhood
 from .training import (Trainer, TrainConfig, CheckpointError, ConfigMismatchError, small_hdit_config,
                                load_checkpoint_model, checkpoint_sigma_data, list_checkpoints, read_checkpoint,
-                               plot_losses, auto_threads, _model_config, _jsonable)
-from .model import HDiT, HDiTConfig
+                               auto_threads, _model_config, _jsonable)
+from .model import HDiT
 from .diffusion import Denoiser
 from .sampling import sample, SAMPLERS
 from .data import ImageDataset, openmoji_dataset, image_folder_dataset, load_hf_dataset, image_grid
