@@ -14,12 +14,12 @@ from torch import nn
 def _pair(x): return (x, x) if isinstance(x, int) else tuple(x)
 
 def patchify(x, patch_size=(2, 2)):
-    "Channels-last `[..., H, W, C]` -> `[..., H/ph, W/pw, ph*pw*C]`: each non-overlapping patch becomes one token."
+    "Channels-last `[..., H, W, C]` -> `[..., H/ph, W/pw, ph*pw*C]`: each non-overlapping patch is a token."
     ph, pw = _pair(patch_size)
     *b, H, W, C = x.shape
     if H % ph or W % pw:
-        raise ValueError(f"a {H}x{W} map cannot be cut into {ph}x{pw} patches: height and width must be multiples "
-                         f"of the patch size (crop or pad the input).")
+        raise ValueError(f"a {H}x{W} map cannot be cut into {ph}x{pw} patches: height and width must be "
+                         f"multiples of the patch size (crop or pad the input).")
     x = x.reshape(*b, H // ph, ph, W // pw, pw, C)
     x = x.movedim(-4, -3)                                  # [..., h, w, ph, pw, C]
     return x.reshape(*b, H // ph, W // pw, ph * pw * C)
@@ -30,14 +30,15 @@ def unpatchify(x, patch_size=(2, 2)):
     ph, pw = _pair(patch_size)
     *b, h, w, D = x.shape
     if D % (ph * pw):
-        raise ValueError(f"token size {D} is not a multiple of ph*pw = {ph * pw}: this is not a {ph}x{pw} patch map.")
+        raise ValueError(f"token size {D} is not a multiple of ph*pw = {ph * pw}: "
+                         f"this is not a {ph}x{pw} patch map.")
     x = x.reshape(*b, h, w, ph, pw, D // (ph * pw))
     x = x.movedim(-3, -4)                                  # [..., h, ph, w, pw, C]
     return x.reshape(*b, h * ph, w * pw, D // (ph * pw))
 
 # %% ../nbs/00_patching.ipynb 22
 class TokenMerge(nn.Module):
-    "Merge each `patch_size` block of tokens into one token, then project linearly (no bias) to `out_features`."
+    "Merge each `patch_size` block of tokens into one token, then project it (no bias) to `out_features`."
     def __init__(self, in_features, out_features, patch_size=(2, 2)):
         super().__init__()
         self.patch_size = _pair(patch_size)
@@ -59,7 +60,7 @@ class TokenSplitWithoutSkip(nn.Module):
 
 # %% ../nbs/00_patching.ipynb 26
 class TokenSplit(TokenSplitWithoutSkip):
-    "`TokenSplitWithoutSkip`, then a learnable interpolation with the skip: `lerp(skip, x, fac)`, `fac` starting at 0.5."
+    "`TokenSplitWithoutSkip`, then a learnable interpolation `lerp(skip, x, fac)` with `fac` starting at 0.5."
     def __init__(self, in_features, out_features, patch_size=(2, 2)):
         super().__init__(in_features, out_features, patch_size)
         self.fac = nn.Parameter(torch.full([1], 0.5))
@@ -74,8 +75,8 @@ def _centers(start, stop, num, dtype=None, device=None):
     return (edges[:-1] + edges[1:]) / 2
 
 def make_axial_pos(h, w, pixel_aspect_ratio=1.0, align_corners=False, dtype=None, device=None):
-    "Positions `[h, w, 2]` (row, column) of the centres of an h×w grid of tokens; the longer side spans [-1, 1]."
-    ar = w * pixel_aspect_ratio / h                        # width of the image over its height
+    "Positions `[h, w, 2]` (row, column) of the centres of an h×w token grid; the longer side spans [-1, 1]."
+    ar = w / (h * pixel_aspect_ratio)          # picture width / height (a pixel is par times as tall as wide)
     y_max, x_max = (1 / ar, 1.0) if ar > 1 else (1.0, ar)
     if align_corners:
         ys = torch.linspace(-y_max, y_max, h, dtype=dtype, device=device)
