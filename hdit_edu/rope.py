@@ -12,10 +12,12 @@ from torch import nn
 
 # %% ../nbs/01_rope.ipynb 8
 def apply_rotary_emb(x, theta, conj=False):
-    "Rotate feature pairs `(x[..., i], x[..., d+i])` of `x` by angles `theta[..., i]` (d = theta's last dim); the rest pass through."
+    """Rotate feature pairs `(x[..., i], x[..., d+i])` of `x` by angles `theta[..., i]`
+    (d = theta's last dim); the rest pass through."""
     d = theta.shape[-1]
     if 2 * d > x.shape[-1]:
-        raise ValueError(f"theta has {d} angles, which rotate {2 * d} features, but x has only {x.shape[-1]}.")
+        raise ValueError(f"theta has {d} angles, which rotate {2 * d} features, "
+                         f"but x has only {x.shape[-1]}.")
     dtype = torch.promote_types(torch.promote_types(x.dtype, theta.dtype), torch.float32)
     x1, x2, rest = x[..., :d].to(dtype), x[..., d:2 * d].to(dtype), x[..., 2 * d:]
     cos, sin = torch.cos(theta.to(dtype)), torch.sin(theta.to(dtype))
@@ -25,14 +27,15 @@ def apply_rotary_emb(x, theta, conj=False):
 
 # %% ../nbs/01_rope.ipynb 13
 def rope_freqs(dim, n_heads, min_freq=math.pi, max_freq=10 * math.pi):
-    "Angular frequencies `[n_heads, dim // 4]`: a log-spaced ladder from `min_freq` to `max_freq`, dealt round-robin to the heads."
+    """Angular frequencies `[n_heads, dim // 4]`: a log-spaced ladder from `min_freq` to `max_freq`, dealt
+    round-robin to the heads."""
     if dim % 4: raise ValueError(f"the rotated dim must be a multiple of 4 (2 axes × pairs), got {dim}.")
     ladder = torch.linspace(math.log(min_freq), math.log(max_freq), n_heads * dim // 4 + 1)[:-1].exp()
     return ladder.view(dim // 4, n_heads).T.contiguous()
 
 # %% ../nbs/01_rope.ipynb 16
 class AxialRoPE(nn.Module):
-    "Rotation angles `[..., n_heads, dim // 2]` for positions `[..., 2]`: row angles then column angles, per head."
+    "Rotation angles `[..., n_heads, dim // 2]` for positions `[..., 2]`: row then column angles, per head."
     def __init__(self, dim, n_heads):
         super().__init__()
         self.register_buffer("freqs", rope_freqs(dim, n_heads))
