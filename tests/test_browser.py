@@ -17,7 +17,7 @@ FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '-
          '--disable-component-update', '--disable-sync']
 
 # notebook, label of the slider to move (the last widget in the notebook that has it is used)
-CASES = [('03_neighborhood.ipynb', 'query col'), ('08_sampling.ipynb', 'step')]
+CASES = [('03_neighborhood.ipynb', 'query col'), ('appendix_trajectory_widget.ipynb', 'step')]
 
 
 def _free_port():

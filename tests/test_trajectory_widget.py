@@ -5,8 +5,8 @@ import pytest
 import torch
 pytest.importorskip('ipywidgets')
 from hdit_edu.diffusion import Denoiser
-from hdit_edu.sampling import (TrajectoryViewer, GaussianMixtureDenoiser, toy_emoji_denoiser, sample, get_sigmas_karras,
-                               _display_image, SAMPLERS)
+from hdit_edu.sampling import TrajectoryViewer, GaussianMixtureDenoiser, sample, get_sigmas_karras, _display_image
+from hdit_edu.trajectory_widget import toy_emoji_denoiser, open_denoiser
 
 
 @pytest.fixture(scope='module')
@@ -32,7 +32,7 @@ def test_frames_are_the_sampling_trajectory(toy):
 def test_widget_controls_drive_the_display(toy):
     v = TrajectoryViewer(toy, steps=10, seed=0)
     assert v.params['class_cond'] == toy.num_classes                          # default: 'no class'
-    w = v.widget
+    v.widget
     assert v.slider.max == 10 and v.play.max == 10
     v.play.value = 4                                                          # play button is linked to the slider
     assert v.slider.value == 4 and v.current['step'] == 4
@@ -153,7 +153,7 @@ def test_display_bundle_carries_a_static_picture(toy):
 
 def test_default_denoiser_puts_the_model_on_the_device(monkeypatch):
     model_mod = pytest.importorskip('hdit_edu.model')
-    from hdit_edu.sampling import default_denoiser
+    from hdit_edu.trajectory_widget import default_denoiser
     seen = {}
     m = _small_hdit(model_mod)
     def fake(name, map_location='cpu'): seen.update(name=name, device=map_location); return m.to(map_location)
@@ -161,3 +161,30 @@ def test_default_denoiser_puts_the_model_on_the_device(monkeypatch):
     den, source = default_denoiser('cpu')
     assert seen == dict(name='openmoji64', device=torch.device('cpu')) and source == 'pretrained openmoji64'
     assert isinstance(den, Denoiser) and den.model is m and m.class_names == ['faces', 'nature', 'food']
+
+
+def test_names_that_moved_to_the_appendix_stay_importable_from_sampling():
+    import hdit_edu.sampling as s, hdit_edu.trajectory_widget as tw
+    for name in ['TOY_EMOJI', 'PRETRAINED_CLASS_NAMES', 'toy_emoji_denoiser', 'default_denoiser', '_toy_emoji', '_png']:
+        assert getattr(s, name) is getattr(tw, name), name
+    from hdit_edu.sampling import toy_emoji_denoiser as old, default_denoiser  # noqa: F401  (the old import lines)
+    assert old is toy_emoji_denoiser and {'toy_emoji_denoiser', 'default_denoiser'} <= set(s.__all__)
+    with pytest.raises(AttributeError, match='no_such_name'): s.no_such_name
+    for m in ['run', 'plot_strip', 'set', 'show_step', 'current', 'widget', 'frame_figure', '_repr_mimebundle_']:
+        assert hasattr(TrajectoryViewer, m), m                  # importing sampling is enough for the widget
+    for mod in (s, tw):                                         # no @patch leftovers bound to None
+        assert not [k for k, v in vars(mod).items() if v is None and not k.startswith('__')], mod.__name__
+
+
+def test_either_module_can_be_imported_first():
+    import subprocess, sys
+    for first in ('hdit_edu.trajectory_widget', 'hdit_edu.sampling'):
+        code = (f"import {first}; from hdit_edu.sampling import TrajectoryViewer, toy_emoji_denoiser; "
+                "assert hasattr(TrajectoryViewer, 'widget') and callable(toy_emoji_denoiser); print('ok')")
+        r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+        assert r.stdout.strip() == 'ok', (first, r.stderr[-2000:])
+
+
+def test_open_denoiser(toy):
+    assert open_denoiser(toy) == (toy, 'GaussianMixtureDenoiser')
+    with pytest.raises(ValueError, match='not both'): open_denoiser(toy, checkpoint='x')
