@@ -53,8 +53,9 @@ class AdaRMSNorm(nn.Module):
 
 # %% ../nbs/02_attention.ipynb 16
 def scale_for_cosine_sim(q, k, scale, eps=1e-6):
-    "L2-normalise `q` and `k` over the last axis and multiply each by `sqrt(scale)`, so `q·k = scale · cos(q, k)`."
-    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), torch.promote_types(scale.dtype, torch.float32))
+    "L2-normalise `q` and `k` over the last axis, times `sqrt(scale)` each, so `q·k = scale · cos(q, k)`."
+    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype),
+                                torch.promote_types(scale.dtype, torch.float32))
     sqrt_scale = torch.sqrt(scale.to(dtype))
     q_fac = sqrt_scale * torch.rsqrt(torch.sum(q.to(dtype) ** 2, dim=-1, keepdim=True) + eps)
     k_fac = sqrt_scale * torch.rsqrt(torch.sum(k.to(dtype) ** 2, dim=-1, keepdim=True) + eps)
@@ -62,12 +63,17 @@ def scale_for_cosine_sim(q, k, scale, eps=1e-6):
 
 # %% ../nbs/02_attention.ipynb 19
 class AttentionBlock(nn.Module):
-    "Pre-norm self-attention with cosine-similarity logits and axial RoPE. Subclasses implement `attend` (and `mask`, `attention_macs`)."
+    """Pre-norm self-attention with cosine-similarity logits and axial RoPE.
+    Subclasses implement `attend` (and `mask`, `attention_macs`)."""
     kind = None
     def __init__(self, d_model, d_head, cond_features, dropout=0.0):
         super().__init__()
-        if d_model % d_head: raise ValueError(f"d_model={d_model} is not a multiple of d_head={d_head}: heads = d_model / d_head must be whole.")
-        if d_head % 8: raise ValueError(f"d_head={d_head} must be a multiple of 8 (RoPE rotates d_head/2 features: row and column pairs).")
+        if d_model % d_head:
+            raise ValueError(f"d_model={d_model} is not a multiple of d_head={d_head}: "
+                             f"heads = d_model / d_head must be whole.")
+        if d_head % 8:
+            raise ValueError(f"d_head={d_head} must be a multiple of 8 "
+                             f"(RoPE rotates d_head/2 features: row and column pairs).")
         self.d_head, self.n_heads = d_head, d_model // d_head
         self.norm = AdaRMSNorm(d_model, cond_features)
         self.qkv_proj = nn.Linear(d_model, d_model * 3, bias=False)
@@ -100,7 +106,8 @@ def qkv(self:AttentionBlock, x, pos, cond):
 # %% ../nbs/02_attention.ipynb 23
 @patch
 def forward(self:AttentionBlock, x, pos, cond):
-    "Attention over the token map `x: [batch, h, w, d_model]` plus the residual; records the weights if `record` is a list."
+    """Attention over the token map `x: [batch, h, w, d_model]` plus the residual;
+    records the weights if `record` is a list."""
     skip = x
     q, k, v = self.qkv(x, pos, cond)
     if self.record is not None:
@@ -109,15 +116,20 @@ def forward(self:AttentionBlock, x, pos, cond):
     x = self.out_proj(self.dropout(x))
     return x + skip
 
-# %% ../nbs/02_attention.ipynb 25
+# %% ../nbs/02_attention.ipynb 24
+del qkv, forward   # fastcore's @patch leaves the patched names bound to None in the module
+
+# %% ../nbs/02_attention.ipynb 26
 def attention_weights(q, k, mask=None):
-    "Dense softmax attention weights `[batch, heads, h, w, h, w]` of queries/keys `[batch, h, w, heads, d]` (softmax scale 1)."
+    """Dense softmax attention weights `[batch, heads, h, w, h, w]` of queries/keys `[batch, h, w, heads, d]`
+    (softmax scale 1)."""
     b, h, w, nh, d = q.shape
-    logits = torch.einsum('bqnd,bknd->bnqk', q.reshape(b, h * w, nh, d).float(), k.reshape(b, h * w, nh, d).float())
+    q, k = q.reshape(b, h * w, nh, d).float(), k.reshape(b, h * w, nh, d).float()
+    logits = torch.einsum('bqnd,bknd->bnqk', q, k)
     if mask is not None: logits = logits.masked_fill(~mask, float('-inf'))
     return logits.softmax(-1).reshape(b, nh, h, w, h, w)
 
-# %% ../nbs/02_attention.ipynb 27
+# %% ../nbs/02_attention.ipynb 28
 class SelfAttentionBlock(AttentionBlock):
     "Attention block with global attention: every token attends to every token."
     kind = 'global'
