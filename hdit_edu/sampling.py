@@ -387,5 +387,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/08_sampling.ipynb 75
-from importlib import import_module as _import_module
-_import_module('hdit_edu.trajectory_widget')   # the viewer's widget methods (set, show_step, widget, display)
+from hdit_edu import trajectory_widget as _trajectory_widget   # the viewer's widget methods (set, widget, ...)
