@@ -31,7 +31,7 @@ def _check_window(length:int, kernel_size:int, dilation:int=1, axis:str='axis'):
 
 # %% ../nbs/03_neighborhood.ipynb 10
 def window_indices(length:int, kernel_size:int, dilation:int=1, device=None):
-    "Key indices `[length, kernel_size]` that each query position along one axis attends to (NATTEN semantics)."
+    "Key indices `[length, kernel_size]` each query position along one axis attends to (NATTEN semantics)."
     _check_window(length, kernel_size, dilation)
     i = torch.arange(length, device=device)
     r, ig = i % dilation, i // dilation                    # dilation group and index within the group
@@ -101,7 +101,7 @@ def _scale(q, scale): return q.shape[-1] ** -0.5 if scale is None else float(sca
 
 # %% ../nbs/03_neighborhood.ipynb 24
 def _attention_dense(q, k, v, mask, scale):
-    "Masked attention on `[batch, height, width, heads, head_dim]` with a boolean `[N, N]` mask (True: may attend)."
+    "Masked attention on `[batch, height, width, heads, head_dim]`; boolean `[N, N]` mask (True: may attend)."
     b, h, w, nh, d = q.shape
     q_, k_, v_ = (t.reshape(b, h * w, nh, d).transpose(1, 2) for t in (q, k, v))
     s = (q_ @ k_.transpose(-2, -1)) * scale
@@ -109,7 +109,8 @@ def _attention_dense(q, k, v, mask, scale):
     return (a @ v_).transpose(1, 2).reshape(b, h, w, nh, d)
 
 def na2d_dense(q, k, v, kernel_size:int, dilation:int=1, scale=None):
-    "Reference 2D neighborhood attention through a dense N×N mask; q, k, v: `[batch, height, width, heads, head_dim]`."
+    """Reference 2D neighborhood attention through a dense N×N mask;
+    q, k, v: `[batch, height, width, heads, head_dim]`."""
     _check_qkv(q, k, v)
     mask = neighborhood_mask(q.shape[1], q.shape[2], kernel_size, dilation, q.device)
     return _attention_dense(q, k, v, mask, _scale(q, scale))
@@ -129,7 +130,7 @@ def _na2d_scores(q, k, ih, iw, scale):
     return s
 
 def _na2d_apply(p, v, ih, iw):
-    "Output `sum_ab p[ab] * v[ih[:, a], iw[:, b]]` for the query rows of `p` `[k*k, batch, rows, width, heads]`."
+    "Output `sum_ab p[ab] * v[ih[:, a], iw[:, b]]` for the query rows of `p: [k*k, batch, rows, w, heads]`."
     ks = ih.shape[1]
     out = v.new_zeros(p.shape[1:] + v.shape[-1:])
     for a in range(ks):
@@ -151,7 +152,8 @@ def na2d_gather(q, k, v, kernel_size:int, dilation:int=1, scale=None):
 
 # %% ../nbs/03_neighborhood.ipynb 36
 def na2d_weights(q, k, kernel_size:int, dilation:int=1, scale=None):
-    "Attention probabilities `[batch, height, width, heads, kernel_size**2]`; offset `a*k+b` is key `(ih[i,a], iw[j,b])`."
+    """Attention probabilities `[batch, height, width, heads, kernel_size**2]`;
+    offset `a*k+b` is the key `(ih[i,a], iw[j,b])`."""
     _check_qkv(q, k)
     _check_na_args(q, kernel_size, dilation)
     ih = window_indices(q.shape[1], kernel_size, dilation, q.device)
@@ -162,14 +164,15 @@ def na2d_weights(q, k, kernel_size:int, dilation:int=1, scale=None):
 
 # %% ../nbs/03_neighborhood.ipynb 38
 def na2d_key_index(height:int, width:int, kernel_size:int, dilation:int=1, device=None):
-    "Flat key index `row*width + col` `[height, width, kernel_size**2]` of each query's window (`na2d_weights` order)."
+    """Flat key index `row*width + col` `[height, width, kernel_size**2]` of each query's window
+    (`na2d_weights` order)."""
     ih = window_indices(height, kernel_size, dilation, device)
     iw = window_indices(width, kernel_size, dilation, device)
     return (ih[:, None, :, None] * width + iw[None, :, None, :]).reshape(height, width, kernel_size ** 2)
 
 # %% ../nbs/03_neighborhood.ipynb 39
 def na2d_attention_map(weights, kernel_size:int, dilation:int=1):
-    "Scatter `na2d_weights` into dense maps `[batch, heads, height, width, height, width]` (zero outside windows)."
+    "Scatter `na2d_weights` into dense maps `[batch, heads, height, width, height, width]` (0 elsewhere)."
     if weights.dim() != 5 or weights.shape[-1] != kernel_size ** 2:
         raise ValueError(f"weights must be [batch, height, width, heads, {kernel_size}**2], "
                          f"got {tuple(weights.shape)}.")
@@ -203,31 +206,33 @@ def shifted_window_mask(height:int, width:int, window_size:int, shift:int=0, dev
 
 # %% ../nbs/03_neighborhood.ipynb 46
 def window(t, wh:int, ww:int):
-    "Token maps `[b, h, w, heads, d]` -> windows `[b, h/wh, w/ww, heads, wh*ww, d]` (raster order inside each)."
+    "Token maps `[b, h, w, heads, d]` -> windows `[b, h/wh, w/ww, heads, wh*ww, d]` (raster order in each)."
     b, h, w, nh, d = t.shape
     t = t.reshape(b, h // wh, wh, w // ww, ww, nh, d).permute(0, 1, 3, 5, 2, 4, 6)
     return t.reshape(b, h // wh, w // ww, nh, wh * ww, d)
 
+# %% ../nbs/03_neighborhood.ipynb 47
 def unwindow(t, wh:int, ww:int):
     "The inverse of `window`: `[b, nh_win, nw_win, heads, wh*ww, d]` -> token maps `[b, h, w, heads, d]`."
     b, n_h, n_w, nh, _, d = t.shape
-    return t.reshape(b, n_h, n_w, nh, wh, ww, d).permute(0, 1, 4, 2, 5, 3, 6).reshape(b, n_h * wh, n_w * ww, nh, d)
+    t = t.reshape(b, n_h, n_w, nh, wh, ww, d).permute(0, 1, 4, 2, 5, 3, 6)
+    return t.reshape(b, n_h * wh, n_w * ww, nh, d)
 
-# %% ../nbs/03_neighborhood.ipynb 49
+# %% ../nbs/03_neighborhood.ipynb 50
 def _seam_mask(n_win_h, n_win_w, window_size, shift, device=None):
-    "`[n_win_h, n_win_w, w*w, w*w]`: in the first window row/column, rolled-in tokens and the others kept apart."
+    "`[n_win_h, n_win_w, w*w, w*w]`: in the first window row/column, rolled-in and other tokens kept apart."
     loc = torch.arange(window_size, device=device)
     wrapped = (loc < shift).long()                                 # local positions filled by the roll (1)
-    same = wrapped[:, None] == wrapped[None, :]                    # [w, w] along one axis (ints: torch.compile-safe)
+    same = wrapped[:, None] == wrapped[None, :]              # [w, w] along one axis (ints: compile-safe)
     ones = torch.ones_like(same)
     mh = torch.stack([same if i == 0 else ones for i in range(n_win_h)])   # [n_win_h, w, w]
     mw = torch.stack([same if j == 0 else ones for j in range(n_win_w)])
     m = mh[:, None, :, None, :, None] & mw[None, :, None, :, None, :]      # [nh, nw, qh, qw, kh, kw]
     return m.reshape(n_win_h, n_win_w, window_size ** 2, window_size ** 2)
 
-# %% ../nbs/03_neighborhood.ipynb 50
+# %% ../nbs/03_neighborhood.ipynb 51
 def shifted_window_attention(q, k, v, window_size:int, shift:int=0, scale=None):
-    "Window attention on `[batch, height, width, heads, head_dim]`, windows rolled by `shift` (k-diffusion's way)."
+    "Window attention on `[batch, height, width, heads, head_dim]`, windows rolled by `shift` (k-diffusion)."
     _check_qkv(q, k, v)
     b, h, w, nh, d = q.shape
     _check_windows(h, w, window_size, shift)
@@ -239,7 +244,7 @@ def shifted_window_attention(q, k, v, window_size:int, shift:int=0, scale=None):
     o = unwindow(o, ws, ws)
     return torch.roll(o, (-shift, -shift), dims=(1, 2)) if shift else o
 
-# %% ../nbs/03_neighborhood.ipynb 63
+# %% ../nbs/03_neighborhood.ipynb 64
 _FAST = ('na2d', 'set_backend', 'use_backend', 'describe_backend', 'na_context', 'na_mask_mod', 'block_mask_kinds',
          'na_block_mask', 'BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES')
 _EXPLORER = ('AttentionExplorer', 'attended_keys', 'hourglass_token_sizes', 'ATTENTION_KINDS')
