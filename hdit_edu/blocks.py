@@ -55,26 +55,33 @@ class NeighborhoodSelfAttentionBlock(AttentionBlock):
 
 # %% ../nbs/04_blocks.ipynb 15
 class ShiftedWindowSelfAttentionBlock(AttentionBlock):
-    "Attention block with (shifted) window attention: tokens attend within `window_size²` windows rolled by `window_shift`."
+    """Attention block with (shifted) window attention: tokens attend within `window_size²` windows
+    rolled by `window_shift`."""
     kind = 'shifted-window'
     def __init__(self, d_model, d_head, cond_features, window_size=8, window_shift=0, dropout=0.0):
         super().__init__(d_model, d_head, cond_features, dropout)
         self.window_size, self.window_shift = window_size, window_shift
 
-    def extra_repr(self): return super().extra_repr() + f", window_size={self.window_size}, window_shift={self.window_shift}"
-    def attend(self, q, k, v): return shifted_window_attention(q, k, v, self.window_size, shift=self.window_shift, scale=1.0)
-    def mask(self, h, w, device=None): return shifted_window_mask(h, w, self.window_size, self.window_shift, device)
+    def extra_repr(self):
+        return super().extra_repr() + f", window_size={self.window_size}, window_shift={self.window_shift}"
+    def attend(self, q, k, v):
+        return shifted_window_attention(q, k, v, self.window_size, shift=self.window_shift, scale=1.0)
+    def mask(self, h, w, device=None):
+        return shifted_window_mask(h, w, self.window_size, self.window_shift, device)
     def attention_macs(self, h, w): return 2 * h * w * self.window_size ** 2 * self.d_head * self.n_heads
 
 # %% ../nbs/04_blocks.ipynb 23
 ATTENTION_TYPES = ('global', 'neighborhood', 'shifted-window', 'none')
 
-def make_attention_block(kind, d_model, d_head, cond_features, kernel_size=7, window_size=8, window_shift=0, dropout=0.0):
+def make_attention_block(kind, d_model, d_head, cond_features, kernel_size=7, window_size=8, window_shift=0,
+                         dropout=0.0):
     "Attention block of type `kind` (one of `ATTENTION_TYPES`); None for 'none'."
     if kind == 'global': return SelfAttentionBlock(d_model, d_head, cond_features, dropout)
-    if kind == 'neighborhood': return NeighborhoodSelfAttentionBlock(d_model, d_head, cond_features, kernel_size, dropout)
+    if kind == 'neighborhood':
+        return NeighborhoodSelfAttentionBlock(d_model, d_head, cond_features, kernel_size, dropout)
     if kind == 'shifted-window':
-        return ShiftedWindowSelfAttentionBlock(d_model, d_head, cond_features, window_size, window_shift, dropout)
+        return ShiftedWindowSelfAttentionBlock(d_model, d_head, cond_features, window_size, window_shift,
+                                               dropout)
     if kind == 'none': return None
     raise ValueError(f"unknown attention type {kind!r}: use one of {ATTENTION_TYPES}.")
 
@@ -100,10 +107,11 @@ class Level(nn.ModuleList):
 
 # %% ../nbs/04_blocks.ipynb 30
 class FourierFeatures(nn.Module):
-    "Random Fourier features `[cos(2π x Wᵀ), sin(2π x Wᵀ)]` with a fixed Gaussian `W` (a buffer) of shape `[out/2, in]`."
+    "Random Fourier features `[cos(2π x Wᵀ), sin(2π x Wᵀ)]` with a fixed Gaussian buffer `W: [out/2, in]`."
     def __init__(self, in_features, out_features, std=1.0):
         super().__init__()
-        if out_features % 2: raise ValueError(f"out_features must be even (cos and sin halves), got {out_features}.")
+        if out_features % 2:
+            raise ValueError(f"out_features must be even (cos and sin halves), got {out_features}.")
         self.register_buffer('weight', torch.randn([out_features // 2, in_features]) * std)
 
     def forward(self, x):
@@ -124,11 +132,11 @@ class MappingFeedForwardBlock(nn.Module):
 
 # %% ../nbs/04_blocks.ipynb 33
 class MappingNetwork(nn.Module):
-    "RMSNorm, `n_layers` residual GEGLU blocks, RMSNorm: turns the summed embeddings into the conditioning vector."
+    "RMSNorm, `n_layers` residual GEGLU blocks, RMSNorm: from the summed embeddings to the conditioning."
     def __init__(self, n_layers, d_model, d_ff, dropout=0.0):
         super().__init__()
         self.in_norm = RMSNorm(d_model)
-        self.blocks = nn.ModuleList([MappingFeedForwardBlock(d_model, d_ff, dropout) for _ in range(n_layers)])
+        self.blocks = nn.ModuleList(MappingFeedForwardBlock(d_model, d_ff, dropout) for _ in range(n_layers))
         self.out_norm = RMSNorm(d_model)
 
     def forward(self, x):
