@@ -24,8 +24,10 @@ def _group(name, n_levels):
 # %% ../nbs/06_flops.ipynb 11
 def _attend_shape_only(q, k, v): return v               # stands in for an attention kernel: same shape
 
+# %% ../nbs/06_flops.ipynb 12
 def flop_breakdown(model:HDiT, input_shape, batch_size=1):
-    "MACs of one forward pass, as a dict `{(part, 'linear' or 'attention'): macs}`; `input_shape` is (channels, height, width)."
+    """MACs of one forward pass, as a dict `{(part, 'linear' or 'attention'): macs}`;
+    `input_shape` is (channels, height, width)."""
     c, h, w = input_shape
     cfg = model.config
     if any(not t.is_meta for t in model.parameters()):
@@ -34,24 +36,27 @@ def flop_breakdown(model:HDiT, input_shape, batch_size=1):
     def add(key, n): counts[key] = counts.get(key, 0) + int(n)
     for name, m in model.named_modules():
         group = _group(name, len(cfg.levels))
-        if isinstance(m, nn.Linear):                            # tokens × in × out (the weight's shape: GEGLU's is 2·d_ff × d)
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, g=group: add((g, 'linear'), inp[0].numel() // mod.weight.shape[1] * mod.weight.numel())))
+        if isinstance(m, nn.Linear):          # tokens × in × out (the weight's shape: GEGLU's is 2·d_ff × d)
+            def linear_macs(mod, inp, out, g=group):
+                add((g, 'linear'), inp[0].numel() // mod.weight.shape[1] * mod.weight.numel())
+            hooks.append(m.register_forward_hook(linear_macs))
         elif isinstance(m, AttentionBlock):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, g=group: add((g, 'attention'), inp[0].shape[0] * mod.attention_macs(*inp[0].shape[-3:-1]))))
-            m.attend = _attend_shape_only; stand_ins.append(m)   # the kernel's cost is attention_macs; skip running it
-    kw = dict(device='meta')
-    cond = dict(class_cond=torch.zeros(batch_size, dtype=torch.long, **kw) if cfg.num_classes else None,
-                mapping_cond=torch.zeros(batch_size, cfg.mapping_cond_dim, **kw) if cfg.mapping_cond_dim else None)
+            def attention_macs(mod, inp, out, g=group):
+                add((g, 'attention'), inp[0].shape[0] * mod.attention_macs(*inp[0].shape[-3:-1]))
+            hooks.append(m.register_forward_hook(attention_macs))
+            m.attend = _attend_shape_only; stand_ins.append(m)   # its cost is attention_macs: skip running it
+    kw, n = dict(device='meta'), batch_size
+    cond = dict(class_cond=torch.zeros(n, dtype=torch.long, **kw) if cfg.num_classes else None,
+                mapping_cond=torch.zeros(n, cfg.mapping_cond_dim, **kw) if cfg.mapping_cond_dim else None)
     try:
-        with torch.no_grad(): model(torch.zeros(batch_size, c, h, w, **kw), torch.ones(batch_size, **kw), **cond)
+        with torch.no_grad(): model(torch.zeros(n, c, h, w, **kw), torch.ones(n, **kw), **cond)
     finally:
         for hk in hooks: hk.remove()
         for m in stand_ins: del m.attend
     return counts
 
-# %% ../nbs/06_flops.ipynb 13
+# %% ../nbs/06_flops.ipynb 14
 def count_flops(model:HDiT, input_shape, batch_size=1):
-    "Multiply-accumulates of one forward pass (linear layers + attention matmuls, as in the paper); `input_shape` is (channels, height, width)."
+    """Multiply-accumulates of one forward pass (linear layers + attention matmuls, as in the paper);
+    `input_shape` is (channels, height, width)."""
     return sum(flop_breakdown(model, input_shape, batch_size).values())
