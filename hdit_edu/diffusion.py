@@ -15,7 +15,7 @@ from fastcore.basics import patch
 
 # %% ../nbs/07_diffusion.ipynb 10
 def edm_scalings(sigma, sigma_data:float=0.5):
-    "EDM preconditioning `(c_skip, c_out, c_in)` for noise level(s) `sigma` (c_noise = ln(sigma)/4 is the model's)."
+    "EDM preconditioning `(c_skip, c_out, c_in)` for noise level(s) `sigma` (the model computes c_noise)."
     sigma = _as_tensor(sigma)
     total = sigma ** 2 + sigma_data ** 2
     return sigma_data ** 2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt()
@@ -42,44 +42,50 @@ def weight_karras(sigma, sigma_data:float=0.5):
     "Model-output-space weight 1 (EDM's λ(σ) = 1/c_out² in denoised space)."
     return torch.ones_like(_as_tensor(sigma))
 
+# %% ../nbs/07_diffusion.ipynb 23
 def weight_snr(sigma, sigma_data:float=0.5):
     "Model-output-space weight that makes the denoised-space weight the SNR, 1/σ²."
     sigma = _as_tensor(sigma)
     return sigma_data ** 2 / (sigma ** 2 + sigma_data ** 2)
 
+# %% ../nbs/07_diffusion.ipynb 24
 def weight_soft_min_snr(sigma, sigma_data:float=0.5):
-    "Model-output-space weight (σ·σ_d)²/(σ²+σ_d²)², i.e. the soft-min-snr weight 1/(σ²+σ_d²) in denoised space."
+    "Model-output-space weight (σ·σ_d)²/(σ²+σ_d²)²: soft-min-snr's 1/(σ²+σ_d²) in denoised space."
     sigma = _as_tensor(sigma)
     return (sigma * sigma_data) ** 2 / (sigma ** 2 + sigma_data ** 2) ** 2
 
 LOSS_WEIGHTINGS = {'karras': weight_karras, 'snr': weight_snr, 'soft-min-snr': weight_soft_min_snr}
 
-# %% ../nbs/07_diffusion.ipynb 24
+# %% ../nbs/07_diffusion.ipynb 26
 def soft_min_snr(snr, gamma):
     "Smooth minimum of `snr` and `gamma`: (1/snr + 1/gamma)^-1."
     return snr * gamma / (snr + gamma)
 
+# %% ../nbs/07_diffusion.ipynb 27
 def denoised_space_weight(weighting:str, sigma, sigma_data:float=0.5):
-    "The weight a `weighting` puts on the denoised-space squared error ‖D - x‖² (model-output weight / c_out²)."
-    if weighting not in LOSS_WEIGHTINGS: raise ValueError(f"Unknown weighting {weighting!r}: use one of {sorted(LOSS_WEIGHTINGS)}.")
+    "The weight a `weighting` puts on the denoised-space error ‖D - x‖² (model-output weight / c_out²)."
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"Unknown weighting {weighting!r}: use one of {sorted(LOSS_WEIGHTINGS)}.")
     c_out = edm_scalings(sigma, sigma_data)[1]
     return LOSS_WEIGHTINGS[weighting](sigma, sigma_data) / c_out ** 2
 
-# %% ../nbs/07_diffusion.ipynb 30
+# %% ../nbs/07_diffusion.ipynb 33
 class Denoiser(nn.Module):
-    "EDM-preconditioned denoiser around `model(x, sigma, **cond)`, with the weighted training loss. `weighting`: a name in `LOSS_WEIGHTINGS` or `f(sigma, sigma_data)`."
+    """EDM-preconditioned denoiser around `model(x, sigma, **cond)`, with the weighted training loss.
+    `weighting`: a name in `LOSS_WEIGHTINGS` or `f(sigma, sigma_data)`."""
     def __init__(self, model:nn.Module, sigma_data:float=0.5, weighting='soft-min-snr'):
         super().__init__()
-        if callable(weighting): self.weighting, self.weighting_name = weighting, getattr(weighting, '__name__', 'custom')
-        elif weighting in LOSS_WEIGHTINGS: self.weighting, self.weighting_name = LOSS_WEIGHTINGS[weighting], weighting
+        if callable(weighting): name = getattr(weighting, '__name__', 'custom')
+        elif weighting in LOSS_WEIGHTINGS: name, weighting = weighting, LOSS_WEIGHTINGS[weighting]
         else: raise ValueError(f"Unknown loss weighting {weighting!r}: use one of {sorted(LOSS_WEIGHTINGS)} "
                                f"or a function sigma -> weight.")
+        self.weighting, self.weighting_name = weighting, name
         if not sigma_data > 0: raise ValueError(f"sigma_data must be positive, got {sigma_data}.")
         self.model, self.sigma_data = model, float(sigma_data)
 
     @property
     def num_classes(self):
-        "Number of classes of the wrapped model (0 if it is unconditional); index `num_classes` is 'no class'."
+        "Number of classes of the wrapped model (0: unconditional); index `num_classes` is 'no class'."
         return getattr(self.model, 'num_classes', 0) or 0
 
     def scalings(self, sigma, x):
@@ -92,11 +98,12 @@ class Denoiser(nn.Module):
         c_skip, c_out, c_in = self.scalings(sigma, x_noisy)
         return self.model(x_noisy * c_in, sigma, **cond) * c_out + x_noisy * c_skip
 
-# %% ../nbs/07_diffusion.ipynb 32
+# %% ../nbs/07_diffusion.ipynb 35
 @patch
 def loss(self:Denoiser, x, noise, sigma, **cond):
     "Per-sample weighted loss `[batch]` for clean `x`, unit `noise` and noise levels `sigma`."
-    if noise.shape != x.shape: raise ValueError(f"noise shape {tuple(noise.shape)} != x shape {tuple(x.shape)}.")
+    if noise.shape != x.shape:
+        raise ValueError(f"noise shape {tuple(noise.shape)} != x shape {tuple(x.shape)}.")
     sigma = _sigma_like(sigma, x)
     c_skip, c_out, c_in = self.scalings(sigma, x)
     x_noisy = x + noise * _bcast(sigma, x)
@@ -104,7 +111,10 @@ def loss(self:Denoiser, x, noise, sigma, **cond):
     out = self.model(x_noisy * c_in, sigma, **cond)
     return (out - target).pow(2).flatten(1).mean(1) * self.weighting(sigma, self.sigma_data).to(out.dtype)
 
-# %% ../nbs/07_diffusion.ipynb 39
+# %% ../nbs/07_diffusion.ipynb 36
+del loss   # fastcore's @patch leaves the patched name bound to None in the module
+
+# %% ../nbs/07_diffusion.ipynb 43
 def _uniform(shape, generator=None, device=None, dtype=None):
     if isinstance(shape, int): shape = (shape,)
     if device is None and generator is not None: device = generator.device
@@ -116,39 +126,44 @@ def rand_log_normal(shape, loc:float=-1.2, scale:float=1.2, generator=None, devi
     if device is None and generator is not None: device = generator.device
     return (torch.randn(shape, generator=generator, device=device, dtype=dtype) * scale + loc).exp()
 
-# %% ../nbs/07_diffusion.ipynb 42
-def cosine_interpolated_sigma(t, image_d:float, noise_d_low:float=32, noise_d_high:float=None, sigma_data:float=0.5,
-                              min_value:float=1e-3, max_value:float=1e3):
-    "Map `t` in [0, 1] to σ: the shifted-cosine log-SNR schedule blended from the `noise_d_low` to the `noise_d_high` shift."
+# %% ../nbs/07_diffusion.ipynb 46
+def cosine_interpolated_sigma(t, image_d:float, noise_d_low:float=32, noise_d_high:float=None,
+                              sigma_data:float=0.5, min_value:float=1e-3, max_value:float=1e3):
+    """Map `t` in [0, 1] to σ: the shifted-cosine log-SNR schedule blended from the `noise_d_low` shift
+    to the `noise_d_high` shift."""
     noise_d_high = image_d if noise_d_high is None else noise_d_high
     if not (image_d > 0 and noise_d_low > 0 and noise_d_high > 0):
-        raise ValueError(f"image_d, noise_d_low and noise_d_high must be positive, got {image_d}, {noise_d_low}, {noise_d_high}.")
-    if not 0 < min_value < max_value: raise ValueError(f"need 0 < min_value < max_value, got {min_value}, {max_value}.")
+        raise ValueError(f"image_d, noise_d_low and noise_d_high must be positive, "
+                         f"got {image_d}, {noise_d_low}, {noise_d_high}.")
+    if not 0 < min_value < max_value:
+        raise ValueError(f"need 0 < min_value < max_value, got {min_value}, {max_value}.")
     def log_sigma_shifted(noise_d):
         f = image_d / noise_d                                   # σ multiplier of the shift
         th_max, th_min = math.atan(max_value / (f * sigma_data)), math.atan(min_value / (f * sigma_data))
         return torch.log(torch.tan(th_max + t * (th_min - th_max))) + math.log(f * sigma_data)
     return torch.lerp(log_sigma_shifted(noise_d_low), log_sigma_shifted(noise_d_high), t).exp()
 
-# %% ../nbs/07_diffusion.ipynb 44
-def rand_cosine_interpolated(shape, image_d:float, noise_d_low:float=32, noise_d_high:float=None, sigma_data:float=0.5,
-                             min_value:float=1e-3, max_value:float=1e3, generator=None, device=None, dtype=None):
+# %% ../nbs/07_diffusion.ipynb 48
+def rand_cosine_interpolated(shape, image_d:float, noise_d_low:float=32, noise_d_high:float=None,
+                             sigma_data:float=0.5, min_value:float=1e-3, max_value:float=1e3,
+                             generator=None, device=None, dtype=None):
     "Noise levels from HDiT's cosine-interpolated density (`noise_d_high` defaults to `image_d`)."
     t = _uniform(shape, generator, device, dtype if dtype is not None else torch.float64)
     return cosine_interpolated_sigma(t, image_d, noise_d_low, noise_d_high, sigma_data, min_value,
                                      max_value).to(dtype or torch.get_default_dtype())
 
-# %% ../nbs/07_diffusion.ipynb 53
+# %% ../nbs/07_diffusion.ipynb 57
 SIGMA_DENSITIES = {'log-normal': rand_log_normal, 'cosine-interpolated': rand_cosine_interpolated}
 
 def sigma_sampler(kind:str='cosine-interpolated', **kwargs):
-    "A function `f(n, generator=None, device=None) -> sigmas [n]` for the density `kind` with parameters `kwargs`."
+    "A function `f(n, generator=None, device=None) -> sigmas [n]` for the density `kind` with `kwargs`."
     if kind not in SIGMA_DENSITIES:
         raise ValueError(f"Unknown sigma density {kind!r}: use one of {sorted(SIGMA_DENSITIES)}.")
     if kind == 'cosine-interpolated' and 'image_d' not in kwargs:
-        raise ValueError("The cosine-interpolated density depends on the resolution: pass image_d=<image side in "
-                         "pixels>, e.g. sigma_sampler('cosine-interpolated', image_d=64).")
+        raise ValueError("The cosine-interpolated density depends on the resolution: pass image_d=<image "
+                         "side in pixels>, e.g. sigma_sampler('cosine-interpolated', image_d=64).")
     fn = SIGMA_DENSITIES[kind]
-    def sample_sigmas(n:int, generator=None, device=None): return fn(n, generator=generator, device=device, **kwargs)
+    def sample_sigmas(n:int, generator=None, device=None):
+        return fn(n, generator=generator, device=device, **kwargs)
     sample_sigmas.kind, sample_sigmas.kwargs = kind, dict(kwargs)
     return sample_sigmas
