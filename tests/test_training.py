@@ -13,6 +13,7 @@ from mp_train import TinyConfig, TinyNet, make_trainer, tiny_dataset  # noqa: E4
 from hdit_edu.training import (CheckpointError, ConfigMismatchError, Trainer, TrainConfig, ema_decay, list_checkpoints,
                                read_checkpoint, make_optimizer, StreamSampler)
 import hdit_edu.training as training
+import hdit_edu.checkpoint as checkpoint
 
 
 def _state(t):
@@ -115,7 +116,7 @@ def test_a_failed_save_never_replaces_a_good_checkpoint(tmp_path, monkeypatch):
     calls = []
     def failing_save_file(tensors, path, *a, **kw):
         calls.append(path); raise OSError('disk full (simulated)')
-    monkeypatch.setattr(training, 'save_file', failing_save_file)
+    monkeypatch.setattr(checkpoint, 'save_file', failing_save_file)
     t2 = make_trainer(tmp_path, steps=3)
     with pytest.raises(OSError, match='disk full'): t2.fit()
     assert calls
@@ -250,7 +251,7 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_with_one_clear_error(tmp_pat
     t = make_trainer(tmp_path, steps=2); t.fit()
     good = list_checkpoints(tmp_path)[-1]
     def full(tensors, path, *a, **kw): raise OSError(errno.ENOSPC, 'No space left on device')
-    monkeypatch.setattr(training, 'save_file', full)
+    monkeypatch.setattr(checkpoint, 'save_file', full)
     with pytest.raises(OSError, match=r'disk may be full: the last good checkpoint, .*step_0000002, is kept') as e:
         make_trainer(tmp_path, steps=3).fit()
     assert e.value.errno == errno.ENOSPC
