@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-import hdit_edu.model
+import hdit_edu.model, hdit_edu.model_files
 from hdit_edu.model import (HDiT, HDiTConfig, LevelConfig, hdit_b4, dit_b4, hdit_imagenet256, config_from_k_diffusion,
                             config_to_k_diffusion, save_model, load_model, load_pretrained, pretrained_models,
                             REFERENCE_FILE, load_reference, check_against_reference,
@@ -45,7 +45,7 @@ def test_reference_ships_with_the_package():
 
 
 def test_missing_reference_fails_loudly(monkeypatch, tmp_path):
-    monkeypatch.setattr(hdit_edu.model, 'REFERENCE_FILE', tmp_path / 'gone.pt')
+    monkeypatch.setattr(hdit_edu.model_files, 'REFERENCE_FILE', tmp_path / 'gone.pt')   # where it is read
     with pytest.raises(FileNotFoundError, match='k-diffusion reference .*gone.pt is missing'): check_against_reference()
 
 
@@ -297,8 +297,8 @@ def test_pretrained_missing_from_the_imported_package(monkeypatch, tmp_path):
     "A copy of hdit_edu without its pretrained/ files (or one shadowing the install from the cwd) is named, with what to do."
     pkg = tmp_path / 'hdit_edu'
     (pkg / 'pretrained').mkdir(parents=True)
-    monkeypatch.setattr(hdit_edu.model, 'PACKAGE_DIR', pkg)
-    monkeypatch.setattr(hdit_edu.model, 'PRETRAINED_DIR', pkg / 'pretrained')
+    monkeypatch.setattr(hdit_edu.model_files, 'PACKAGE_DIR', pkg)          # the plumbing's home: model_files
+    monkeypatch.setattr(hdit_edu.model_files, 'PRETRAINED_DIR', pkg / 'pretrained')
     assert pretrained_models() == []
     with pytest.raises(FileNotFoundError) as e: load_pretrained()
     msg = str(e.value)
@@ -329,7 +329,7 @@ def test_an_int_class_cond_is_broadcast_to_the_batch():
 def test_no_public_module_attribute_is_none():
     "fastcore's @patch leaves `name = None` behind; the modules delete those leftovers."
     import hdit_edu.training
-    for mod in (hdit_edu.model, hdit_edu.training):
+    for mod in (hdit_edu.model, hdit_edu.model_files, hdit_edu.training):
         assert [n for n in dir(mod) if not n.startswith('_') and getattr(mod, n) is None] == [], mod.__name__
 
 
@@ -343,3 +343,49 @@ def test_one_small_config_and_class_names_travel_with_saved_models(tmp_path):
     assert m.class_names == ['cats', 'dogs'] and m.config.class_names == ['cats', 'dogs']
     assert json.loads((tmp_path / 'm.json').read_text())['class_names'] == ['cats', 'dogs']
     with pytest.raises(ValueError, match='class_names'): HDiTConfig.tiny(16, num_classes=3, class_names=['a'])
+
+
+def test_zero_initialisation_unfolds_one_layer_of_zeros_per_step():
+    "The model page's account of the first AdamW steps: which parameters get their first gradient at which step."
+    import re
+    from hdit_edu.diffusion import edm_scalings
+    torch.manual_seed(0)
+    model, x, cls = HDiT(tiny_config()), torch.rand(4, 3, 16, 16) * 2 - 1, torch.tensor([0, 3, 7, 10])
+    opt, first_grad, losses = torch.optim.AdamW(model.param_groups(lr=1e-3)), {}, []
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    names = [n for n, _ in model.named_parameters()]
+    for step in range(5):
+        sigma = torch.exp(torch.randn(4) * 1.2 - 1.2)
+        c_skip, c_out, c_in = (c[:, None, None, None] for c in edm_scalings(sigma))
+        x_noisy = x + torch.randn_like(x) * sigma[:, None, None, None]
+        loss = (model(x_noisy * c_in, sigma, class_cond=cls) - (x - c_skip * x_noisy) / c_out).pow(2).mean()
+        opt.zero_grad(); loss.backward()
+        for n, p in model.named_parameters():
+            if p.grad is not None and p.grad.abs().sum() > 0: first_grad.setdefault(n, step)
+        opt.step(); losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert [n for n, s in first_grad.items() if s == 0] == ['patch_out.proj.weight']
+    assert sorted(n for n, s in first_grad.items() if s == 1) == sorted(
+        n for n in names if n.startswith(('patch_in', 'merges', 'splits', 'out_norm'))
+        or n.endswith(('out_proj.weight', 'ff.down_proj.weight')))
+    assert all(first_grad[n] == 3 for n in names if n.startswith(('time', 'aug', 'class', 'mapping.in_norm',
+                                                                 'mapping.out_norm'))
+               or n.endswith('mapping.blocks.0.down_proj.weight'))
+    assert sorted(first_grad) == sorted(names)                                        # every parameter gets gradients
+    assert [n for n in names if torch.equal(model.get_parameter(n), before[n])] == []  # and every parameter has moved
+    kind = lambda n: re.sub(r'^(down_levels|up_levels|mid_level)\.', '', re.sub(r'\.\d+', '', n))
+    assert {kind(n) for n, s in first_grad.items() if s == 2} == {
+        'ff.norm.linear.weight', 'ff.up_proj.weight', 'self_attn.norm.linear.weight', 'self_attn.qkv_proj.weight',
+        'self_attn.scale'}
+
+
+def test_model_reexports_the_plumbing():
+    "Every name the model module had before the plumbing moved to model_files is still importable from it."
+    old = ['PACKAGE_DIR', 'REFERENCE_FILE', 'PRETRAINED_DIR', 'HDiT', 'LevelConfig', 'HDiTConfig', 'check_input_size',
+           'hdit_b4', 'dit_b4', 'hdit_imagenet256', 'small_hdit_config', 'check_class_labels',
+           'config_from_k_diffusion', 'config_to_k_diffusion', 'load_reference', 'check_against_reference',
+           'save_model', 'load_model', 'pretrained_models', 'load_pretrained', 'draw_hourglass']
+    assert [n for n in old if not hasattr(hdit_edu.model, n)] == []
+    for n in hdit_edu.model_files.__all__:
+        assert getattr(hdit_edu.model, n) is getattr(hdit_edu.model_files, n), n
+    assert HDiTConfig.tiny(16).table().startswith('| level | tokens |')
