@@ -42,10 +42,11 @@ class NAContext:
         for name, value in settings.items():
             if name == 'backend': _check_backend(value)
             elif name not in ('dense_max_tokens', 'cpu_tile', 'cpu_block_bytes'):
-                raise ValueError(f"unknown setting {name!r}: choose from backend, dense_max_tokens, cpu_tile, "
-                                 f"cpu_block_bytes.")
+                raise ValueError(f"unknown setting {name!r}: choose from backend, dense_max_tokens, "
+                                 f"cpu_tile, cpu_block_bytes.")
             elif not isinstance(value, int) or value < (name != 'dense_max_tokens'):
-                raise ValueError(f"{name} must be an int >= {int(name != 'dense_max_tokens')}, got {value!r}.")
+                raise ValueError(f"{name} must be an int >= {int(name != 'dense_max_tokens')}, "
+                                 f"got {value!r}.")
         for name, value in settings.items(): setattr(self, name, value)
         return self
 
@@ -54,7 +55,7 @@ na_context = NAContext()
 # %% ../nbs/appendix_fast_attention.ipynb 9
 @contextlib.contextmanager
 def use_backend(backend:str|None=None, **settings):
-    "Within the block, `na2d` uses `backend` (None: unchanged) and these `na_context` settings; restored after."
+    "In the block, `na2d` uses `backend` (None: unchanged) and these `na_context` settings; restored after."
     if backend is not None: settings['backend'] = backend
     old = dataclasses.replace(na_context)                  # a copy of the settings before
     na_context.update(**settings)
@@ -63,7 +64,7 @@ def use_backend(backend:str|None=None, **settings):
 
 # %% ../nbs/appendix_fast_attention.ipynb 10
 def set_backend(backend:str='auto'):
-    "Set the default backend of `na2d` (one of `BACKENDS`) until changed again; `use_backend` scopes it to a block."
+    "Set `na2d`'s default backend (one of `BACKENDS`) until changed; `use_backend` scopes it to a block."
     na_context.update(backend=backend)
 
 # %% ../nbs/appendix_fast_attention.ipynb 13
@@ -218,11 +219,13 @@ def _na2d_tiled(q, k, v, kernel_size, dilation, scale, tile=None):
 
 # %% ../nbs/appendix_fast_attention.ipynb 36
 def na_mask_mod(height:int, width:int, kernel_size:int, dilation:int=1):
-    "A flex_attention `mask_mod`: may query `q_idx` attend to key `kv_idx` (raster order) in its neighborhood?"
-    def inside(i, j, n):                                   # along one axis of length n: is key j in query i's window?
+    "A flex_attention `mask_mod`: may query `q_idx` attend to key `kv_idx` (raster order), its neighbour?"
+    def inside(i, j, n):                                # along one axis of length n: is key j in i's window?
         g = (n - i % dilation + dilation - 1) // dilation  # length of i's dilation group
-        start = torch.minimum((i // dilation - kernel_size // 2).clamp(min=0), g - kernel_size)  # shifted inwards
-        return (j % dilation == i % dilation) & (j // dilation >= start) & (j // dilation < start + kernel_size)
+        start = (i // dilation - kernel_size // 2).clamp(min=0)
+        start = torch.minimum(start, g - kernel_size)       # the window moved inwards at the far border
+        jg = j // dilation
+        return (j % dilation == i % dilation) & (jg >= start) & (jg < start + kernel_size)
     def mask_mod(b, h, q_idx, kv_idx):
         return inside(q_idx // width, kv_idx // width, height) & inside(q_idx % width, kv_idx % width, width)
     return mask_mod
@@ -359,7 +362,8 @@ def _choose_backend(q, k, v, backend):
 
 # %% ../nbs/appendix_fast_attention.ipynb 58
 def na2d(q, k, v, kernel_size:int, dilation:int=1, scale=None, backend=None):
-    "2D neighborhood attention. q, k, v: `[batch, height, width, heads, head_dim]`; default scale `head_dim**-0.5`."
+    """2D neighborhood attention. q, k, v: `[batch, height, width, heads, head_dim]`;
+    default scale `head_dim**-0.5`."""
     _check_qkv(q, k, v)
     _check_na_args(q, kernel_size, dilation)
     scale = _scale(q, scale)
@@ -375,14 +379,16 @@ def _probe(dev): return torch.empty(1, 8, 8, 1, 64, device=dev, dtype=torch.bflo
 
 # %% ../nbs/appendix_fast_attention.ipynb 61
 def describe_backend(device=None) -> str:
-    "One line: which implementation `na2d` runs on `device` (default: CUDA if present), and why not the fast ones."
+    """One line: which implementation `na2d` runs on `device` (default: CUDA if present),
+    and why not the fast ones."""
     dev = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda' and not torch.cuda.is_available():
         return "neighborhood attention: no CUDA device here (this torch build or machine has none)"
     x = _probe(dev)
     auto, n = na_context.backend == 'auto', na_context.dense_max_tokens
     natten_why, flex_why = (_natten_reason(x, x, x), _flex_reason(x)) if auto else ('', '')
-    which = na_context.backend if not auto else 'natten' if not natten_why else 'flex' if not flex_why else 'torch'
+    if not auto: which = na_context.backend
+    else: which = 'natten' if not natten_why else 'flex' if not flex_why else 'torch'
     what = {'natten': "NATTEN's fused kernels", 'dense': "one masked SDPA (dense N×N mask)",
             'gather': "the pure-PyTorch gather loop", 'tiled': "masked SDPA on tiles of the map",
             'flex': f"flex_attention ({'compiled' if dev.type == 'cuda' else 'eager, forward only'}"
@@ -408,7 +414,8 @@ _STARTUP_THREADS = torch.get_num_threads()   # PyTorch's thread count when hdit_
 # %% ../nbs/appendix_fast_attention.ipynb 73
 @contextlib.contextmanager
 def cpu_threads(threads:int|None=None, device=None):
-    "Run a block with `threads` PyTorch CPU threads (None: `auto_threads()` unless the user chose); restore after."
+    """Run a block with `threads` PyTorch CPU threads (None: `auto_threads()` unless the user chose);
+    restore the old count after."""
     old = torch.get_num_threads()
     if threads is not None: new = int(threads)
     elif (device is not None and torch.device(device).type != 'cpu') or os.environ.get('OMP_NUM_THREADS') \
