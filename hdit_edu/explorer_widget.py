@@ -21,14 +21,15 @@ def hourglass_token_sizes(image_size, patch_size, levels:int):
     f = 2 ** (levels - 1)
     if levels < 1: raise ValueError(f"levels must be >= 1, got {levels}.")
     if H % (ph * f) or W % (pw * f):
-        raise ValueError(f"image size {H}x{W} must be a multiple of patch_size * 2**(levels-1) = {ph*f}x{pw*f} "
-                         f"so that every level has a whole token map.")
+        raise ValueError(f"image size {H}x{W} must be a multiple of patch_size * 2**(levels-1) = "
+                         f"{ph*f}x{pw*f} so that every level has a whole token map.")
     return [(H // ph >> i, W // pw >> i) for i in range(levels)]
 
 # %% ../nbs/appendix_explorer_widget.ipynb 8
 def attended_keys(kind:str, height:int, width:int, row:int, col:int, kernel_size:int=7, dilation:int=1,
                   window_size:int=8, shift:int=0):
-    "Boolean `[height, width]`: the keys query `(row, col)` attends to under attention `kind` (`ATTENTION_KINDS`)."
+    """Boolean `[height, width]`: the keys query `(row, col)` attends to under attention `kind`
+    (one of `ATTENTION_KINDS`)."""
     if not (0 <= row < height and 0 <= col < width):
         raise ValueError(f"query ({row}, {col}) is outside the {height}x{width} token map.")
     if kind == 'neighborhood':
@@ -44,8 +45,9 @@ def attended_keys(kind:str, height:int, width:int, row:int, col:int, kernel_size
 
 # %% ../nbs/appendix_explorer_widget.ipynb 11
 class AttentionExplorer:
-    "Which keys a query attends to (neighborhood, shifted-window, global attention), or a model's real weights."
-    _state = ('kind', 'level', 'kernel_size', 'dilation', 'window_size', 'shift', 'row', 'col', 'layer', 'head')
+    "Which keys a query attends to (neighborhood, shifted-window, global attention), or a model's weights."
+    _state = ('kind', 'level', 'kernel_size', 'dilation', 'window_size', 'shift', 'row', 'col',
+              'layer', 'head')
 
     def __init__(self, image_size=128, patch_size=4, levels:int=3, kind:str='neighborhood', level:int=0,
                  kernel_size:int=7, dilation:int=1, window_size:int=8, shift:int=0, row=None, col=None,
@@ -58,7 +60,8 @@ class AttentionExplorer:
         self.window_size, self.shift, self.layer, self.head = window_size, shift, layer, head
         self.model, self.maps = model, None
         if model is not None:
-            if self.image is None: raise ValueError("showing a model's attention needs an image: pass image=...")
+            if self.image is None:
+                raise ValueError("showing a model's attention needs an image: pass image=...")
             x = self.image[None] if model_input is None else _explorer_image(model_input)[None]
             sig = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1).expand(1)
             self.maps = model.attention_maps(x, sig, class_cond=class_cond)
@@ -73,7 +76,8 @@ def _explorer_image(image):
     x = torch.as_tensor(image).detach().float().cpu()
     if x.dim() == 4 and x.shape[0] == 1: x = x[0]
     if x.dim() != 3:
-        raise ValueError(f"image must be [channels, height, width] (values in [-1, 1]), got {tuple(x.shape)}.")
+        raise ValueError(f"image must be [channels, height, width] (values in [-1, 1]), "
+                         f"got {tuple(x.shape)}.")
     return x
 
 # %% ../nbs/appendix_explorer_widget.ipynb 13
@@ -87,8 +91,8 @@ def token_hw(self:AttentionExplorer):
 @patch
 def layer_names(self:AttentionExplorer):
     "One short label per attention layer of the model (model mode)."
-    return [f"{m.get('stage', '')} L{m['level']} #{m['layer']} {m['kind']} {m['token_hw'][0]}x{m['token_hw'][1]}"
-            .strip() for m in (self.maps or [])]
+    return [f"{m.get('stage', '')} L{m['level']} #{m['layer']} {m['kind']} "
+            f"{m['token_hw'][0]}x{m['token_hw'][1]}".strip() for m in (self.maps or [])]
 
 # %% ../nbs/appendix_explorer_widget.ipynb 15
 @patch
@@ -112,12 +116,13 @@ def update(self:AttentionExplorer):
     self.row, self.col = min(max(int(self.row), 0), h - 1), min(max(int(self.col), 0), w - 1)
     self.message = ''
     if self.maps is not None:
-        self.weights = self.maps[self.layer]['weights'][0, self.head, self.row, self.col].detach().float().cpu()
+        weights = self.maps[self.layer]['weights'][0, self.head, self.row, self.col]
+        self.weights = weights.detach().float().cpu()
         self.key_mask = self.weights > 0
     else:
         try:
-            self.key_mask = attended_keys(self.kind, h, w, self.row, self.col, self.kernel_size, self.dilation,
-                                          self.window_size, self.shift)
+            self.key_mask = attended_keys(self.kind, h, w, self.row, self.col, self.kernel_size,
+                                          self.dilation, self.window_size, self.shift)
             self.weights = self.key_mask.float() / self.key_mask.sum()   # equal scores: uniform over the keys
         except (ValueError, TypeError) as e:
             self.key_mask, self.weights = torch.zeros(h, w, dtype=torch.bool), torch.zeros(h, w)
@@ -141,7 +146,8 @@ def describe(self:AttentionExplorer):
 # %% ../nbs/appendix_explorer_widget.ipynb 20
 @patch
 def plot(self:AttentionExplorer, ax=None, title=None, colorbar=None):
-    "Draw the current state into matplotlib axes `ax` (a new figure if None); `colorbar` defaults to model mode."
+    """Draw the current state into matplotlib axes `ax` (a new figure if None);
+    `colorbar` defaults to model mode."""
     if ax is None:
         import matplotlib.pyplot as plt
         _, ax = plt.subplots(figsize=(4, 4), dpi=100)
@@ -149,8 +155,8 @@ def plot(self:AttentionExplorer, ax=None, title=None, colorbar=None):
     title = self.describe() if title is None else title
     if self.message: title = self.describe().split('\n')[0] + '\n(not possible here: see .message)'
     if self.image is None:
-        _draw_keys(ax, self.key_mask, (self.row, self.col), title, self.weights if self.maps is not None else None,
-                   colorbar)
+        weights = self.weights if self.maps is not None else None
+        _draw_keys(ax, self.key_mask, (self.row, self.col), title, weights, colorbar)
     else: self._plot_on_image(ax, title, colorbar)
     return ax
 
@@ -183,7 +189,8 @@ def _plot_on_image(self:AttentionExplorer, ax, title, colorbar):
 # %% ../nbs/appendix_explorer_widget.ipynb 22
 @patch
 def to_png(self:AttentionExplorer, figsize=(4.5, 4.5)):
-    "The current picture as PNG bytes (what the widget shows, and the static fallback where widgets cannot run)."
+    """The current picture as PNG bytes (what the widget shows, and the static fallback where widgets
+    cannot run)."""
     import io
     from matplotlib.figure import Figure
     fig = Figure(figsize=figsize, dpi=100)
@@ -194,7 +201,8 @@ def to_png(self:AttentionExplorer, figsize=(4.5, 4.5)):
 # %% ../nbs/appendix_explorer_widget.ipynb 32
 @patch(as_prop=True)
 def widget(self:AttentionExplorer):
-    "The ipywidgets front end (built on first use): sliders and buttons on the left, the picture on the right."
+    """The ipywidgets front end (built on first use): sliders and buttons on the left,
+    the picture on the right."""
     if self._widget is None: self._build_widget()
     return self._widget
 
