@@ -186,6 +186,16 @@ def test_source_coverage_of_the_teaching_modules(pages):
                                                 f'missing: {", ".join(missing)}')
 
 
+def test_source_coverage_of_every_module(pages):
+    "Each module, course or appendix, has the source of >= 95% of its public functions and classes on its page."
+    low = []
+    for mod in docs.exported_modules(NBS):
+        shown, total, missing = docs.source_coverage(SITE, ROOT / 'hdit_edu', NBS, modules=[mod], parsed=pages)
+        if total and shown < docs.COVERAGE_MIN * total: low.append(f'{mod} {shown}/{total} (missing {" ".join(missing)})')
+    assert len(docs.exported_modules(NBS)) >= 15
+    assert not low, f'modules whose page shows the source of under 95% of their public definitions: {"; ".join(low)}'
+
+
 # ---------------------------------------------------------------------------------------- the renderer, on a small notebook
 def _synthetic(tmp_path):
     import nbformat

@@ -488,6 +488,15 @@ def public_definitions(lib: Path, module: str) -> list:
     return [(nm, defs[nm] + patched.get(nm, [])) for nm in names if nm in defs]
 
 
+def exported_modules(nbs: Path) -> list[str]:
+    "Every module a notebook in `nbs` exports (its `default_exp`), course and appendix alike."
+    mods = []
+    for nb in sorted(nbs.glob('*.ipynb')):
+        src = '\n'.join(_text(c['source']) for c in json.loads(nb.read_text(encoding='utf-8'))['cells'])
+        if (m := re.search(r'^\s*#\|\s*default_exp\s+(\S+)', src, re.M)) and m.group(1) not in mods: mods.append(m.group(1))
+    return mods
+
+
 def source_coverage(out_dir: Path, lib: Path, nbs: Path, modules=TEACHING_MODULES, parsed=None):
     """Public definitions of the teaching modules whose source is on their notebook's page: (shown, total, missing).
     `parsed`: optional {page stem: parsed page}, to not parse the pages again."""
