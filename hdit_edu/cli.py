@@ -12,15 +12,14 @@ from safetensors import SafetensorError
 
 from . import __version__
 from .training import (Trainer, TrainConfig, CheckpointError, ConfigMismatchError, small_hdit_config,
-                               load_checkpoint_model, checkpoint_sigma_data, list_checkpoints, read_checkpoint)
+                               list_checkpoints)
 from .model import HDiT
-from .diffusion import Denoiser
 from .sampling import sample, SAMPLERS
 from .editing import inpaint, img2img
 from .data import image_grid
 from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int, _minutes, _cfg_scale,
-                                    _threads, _device, _check_device, _set_threads, _dataset, _attention_line,
-                                    _mismatch_message, _check_out_folder, _check_out_image, _write_error,
+                                    _threads, _device, _set_threads, _dataset, _attention_line,
+                                    _mismatch_message, _check_out_folder, _write_error,
                                     _image_tensor, _mask_tensor, _load_denoiser, _check_class, _save_edit)
 
 # %% auto 0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix_cli.ipynb 5
 from __future__ import annotations
-import argparse, errno, os, re
+import argparse, errno, os, re, time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from . import neighborhood
-import time
 from .training import (Trainer, ConfigMismatchError, auto_threads, list_checkpoints, load_checkpoint_model,
                                checkpoint_sigma_data, _model_config, _jsonable)
 from .diffusion import Denoiser

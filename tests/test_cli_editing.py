@@ -4,7 +4,6 @@ import contextlib, io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hdit_edu.cli import main, build_parser

@@ -1,8 +1,7 @@
 """`hdit-edu` under bad input and bad luck: `--version`, too many threads, negative guidance, an `--out` of the wrong
 kind, a full disk or a read-only folder (one line, the last good checkpoint survives), a corrupt training image
 (a hint the command line can follow), and a run that has nothing left to train (no speed reported)."""
-import contextlib, errno, io, os, shutil, subprocess, sys
-from pathlib import Path
+import contextlib, errno, io, shutil, subprocess, sys
 
 import pytest
 from PIL import Image
@@ -105,7 +104,7 @@ def test_full_disk_keeps_the_last_checkpoint(run2, monkeypatch, error):
         if getattr(mod, 'save_file', None) is safetensors.torch.save_file: monkeypatch.setattr(mod, 'save_file', full)
     err = one_line_error(['train', *TINY, '--steps', '4', '--out', str(run2)],
                          'No space left on device', 'step_0000002', 'is kept')
-    assert 'free some' in err.lower() and 'run again' in err or 'run the same command again' in err, err
+    assert 'free some' in err.lower() and ('run again' in err or 'run the same command again' in err), err
     monkeypatch.undo()
     assert read_checkpoint(run2)['step'] == 2                              # checksums verified: intact
     assert not [p for p in (run2 / 'checkpoints').iterdir() if p.name.startswith('.tmp')]   # nothing half written
@@ -117,11 +116,10 @@ def test_read_only_folder_is_one_line(run2, monkeypatch, tmp_path):
     def denied(self, fp, *a, **k): raise PermissionError(errno.EACCES, 'Permission denied', str(fp))
     monkeypatch.setattr(Image.Image, 'save', denied)
     out = tmp_path / 'ro' / 'grid.png'
-    err = one_line_error(['sample', '--checkpoint', str(run2), '--n', '1', '--steps', '1', '--device', 'cpu',
-                          '--out', str(out)], f'could not write {out}: Permission denied',
-                         'make', 'writable or pass another --out')
-    err = one_line_error(['train', *TINY, '--steps', '3', '--out', str(run2)], 'Permission denied',
-                         'the last good checkpoint')
+    one_line_error(['sample', '--checkpoint', str(run2), '--n', '1', '--steps', '1', '--device', 'cpu',
+                    '--out', str(out)], f'could not write {out}: Permission denied', 'make', 'writable or pass another --out')
+    one_line_error(['train', *TINY, '--steps', '3', '--out', str(run2)], 'Permission denied',
+                   'the last good checkpoint')
     assert read_checkpoint(run2)['step'] >= 2
 
 
