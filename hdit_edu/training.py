@@ -364,5 +364,5 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
         finally: prog.close(); getattr(dl, 'end', lambda: None)()
     return self._finish(interrupted)
 
-# %% ../nbs/11_training.ipynb 60
+# %% ../nbs/11_training.ipynb 63
 del _train_step, sample, real_images, write_outputs, fit   # @patch leaves these names bound to None
