@@ -171,7 +171,7 @@ def _load_default(device):
     return load_feature_net(p, device)
 
 # %% ../nbs/12_quality.ipynb 29
-def save_feature_net(net:FeatureNet, path, **meta):
+def save_feature_net(net:'FeatureNet', path, **meta):
     "Save weights to `path` (.safetensors) and the config plus `meta` to the same name with .json."
     path = Path(path).with_suffix('.safetensors'); path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path))
@@ -192,7 +192,7 @@ def load_feature_net(path=None, device='cpu') -> FeatureNet:
 
 # %% ../nbs/12_quality.ipynb 34
 @torch.no_grad()
-def extract_features(images, net:FeatureNet|None=None, batch_size:int=256) -> torch.Tensor:
+def extract_features(images, net:'FeatureNet|None'=None, batch_size:int=256) -> torch.Tensor:
     "Features `[n, feat_dim]` (float32, CPU) of images in [-1, 1] (see `prepare_images`), at the net's size."
     net = load_feature_net() if net is None else net.eval()
     dev = next(net.parameters()).device
@@ -201,7 +201,7 @@ def extract_features(images, net:FeatureNet|None=None, batch_size:int=256) -> to
                       for i in range(0, len(x), batch_size)])
 
 # %% ../nbs/12_quality.ipynb 35
-def fid_score(images_a, images_b, net:FeatureNet|None=None, batch_size:int=256) -> float:
+def fid_score(images_a, images_b, net:'FeatureNet|None'=None, batch_size:int=256) -> float:
     "Fréchet distance between two image sets in the features of `net` (default: the shipped OpenMoji net)."
     fa, fb = extract_features(images_a, net, batch_size), extract_features(images_b, net, batch_size)
     return frechet_distance(fa, fb)
@@ -229,7 +229,7 @@ def openmoji_halves(size:int=64, subset='default', seed:int=0):
     return reals[a], reals[b], labels[a], labels[b]
 
 # %% ../nbs/12_quality.ipynb 54
-def openmoji_score(samples, subset='default', seed:int=0, net:FeatureNet|None=None) -> dict:
+def openmoji_score(samples, subset='default', seed:int=0, net:'FeatureNet|None'=None) -> dict:
     "FD_OM of `samples` (`[n, 3, s, s]` in [-1, 1]) against real half A at `s` px, and the floor for that n."
     x = torch.as_tensor(samples)
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != x.shape[-2]:
