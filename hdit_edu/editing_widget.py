@@ -32,7 +32,7 @@ def read_image(data, size:int=64):
         with Image.open(io.BytesIO(bytes(data))) as im:
             im.load()
             return pil_to_tensor(image_transform(im, size))
-    except Exception as e:                                          # Pillow raises many kinds: one line for all
+    except Exception as e:                                  # Pillow raises many kinds: one line for all
         why = re.sub(r'\s*<[^>]*>', '', (str(e).splitlines() or [''])[0])[:80] or type(e).__name__
         raise ValueError(f"could not read the file as a picture ({why}): upload a PNG or JPEG.") from None
 
@@ -42,8 +42,9 @@ MASK_PRESETS = {'centre': (.25, .75, .25, .75), 'left half': (0, 1, 0, .5), 'rig
                 'everything': (0, 1, 0, 1), 'nothing': (0, 0, 0, 0)}   # (top, bottom, left, right) fractions
 
 def preset_cells(name:str, grid:int=8):
-    "Brush grid (bool `[grid, grid]`, True = the model paints) of the preset rectangle `name` of `MASK_PRESETS`."
-    if name not in MASK_PRESETS: raise ValueError(f"unknown mask preset {name!r}: use one of {list(MASK_PRESETS)}.")
+    "Brush grid (bool `[grid, grid]`, True = the model paints) of preset rectangle `name` (`MASK_PRESETS`)."
+    if name not in MASK_PRESETS:
+        raise ValueError(f"unknown mask preset {name!r}: use one of {list(MASK_PRESETS)}.")
     t, b, l, r = (round(f * grid) for f in MASK_PRESETS[name])
     cells = torch.zeros(grid, grid, dtype=torch.bool)
     cells[t:b, l:r] = True
@@ -51,11 +52,12 @@ def preset_cells(name:str, grid:int=8):
 
 # %% ../nbs/appendix_editing_widget.ipynb 14
 def brush_mask(cells, size:int=64):
-    "Pixel mask (bool `[size, size]`) of a brush grid `cells` (bool `[g, g]`): each cell covers size/g pixels."
+    "Pixel mask (bool `[size, size]`) of a brush grid `cells` (bool `[g, g]`); a cell is size/g pixels wide."
     cells = torch.as_tensor(cells, dtype=torch.bool)
     g = cells.shape[0]
     if cells.ndim != 2 or cells.shape[1] != g or size % g:
-        raise ValueError(f"the brush grid must be square with a side dividing {size}, got {list(cells.shape)}.")
+        raise ValueError(f"the brush grid must be square with a side dividing {size}, "
+                         f"got {list(cells.shape)}.")
     return cells.repeat_interleave(size // g, 0).repeat_interleave(size // g, 1)
 
 # %% ../nbs/appendix_editing_widget.ipynb 18
@@ -84,8 +86,9 @@ def run_edit(denoiser, image, mask=None, mode:str='inpaint', sigma_start:float=2
 
 # %% ../nbs/appendix_editing_widget.ipynb 22
 class ImageEditor:
-    "Pixel-space editing (inpaint / img2img) of one image with a brush-grid mask; `.widget` is its ipywidgets view."
-    _settings = ('emoji', 'mask', 'mode', 'sigma_start', 'class_cond', 'cfg_scale', 'resample', 'steps', 'seed')
+    "Pixel-space editing (inpaint / img2img) of one image with a brush-grid mask; `.widget` shows it."
+    _settings = ('emoji', 'mask', 'mode', 'sigma_start', 'class_cond', 'cfg_scale', 'resample', 'steps',
+                 'seed')
 
     def __init__(self, denoiser=None, emoji:str=EDITING_EMOJI[13], mask:str='centre', mode:str='inpaint',
                  sigma_start:float=2., class_cond='same', cfg_scale:float=1., resample:int=2, steps:int=20,
@@ -103,15 +106,16 @@ class ImageEditor:
         if names is None and self.num_classes == 3: names = ['faces', 'nature', 'food']  # the shipped model
         self.class_names = list(names or [f'class {i}' for i in range(self.num_classes)])
         self.message, self.output, self._widget = '', None, None
-        self.mode, self.sigma_start, self.class_cond, self.cfg_scale = mode, sigma_start, class_cond, cfg_scale
-        self.resample, self.steps, self.seed = resample, steps, seed
+        self.mode, self.sigma_start, self.class_cond = mode, sigma_start, class_cond
+        self.cfg_scale, self.resample, self.steps, self.seed = cfg_scale, resample, steps, seed
         self.set(emoji=emoji, mask=mask)
         if run: self.run()
 
     def set(self, **settings):
-        "Change settings (`emoji`, `mask` (a preset), `mode`, `sigma_start`, `class_cond`, ...); does not run."
+        "Change settings (`emoji`, `mask` (a preset name), `mode`, `sigma_start`, ...); does not run."
         for k, v in settings.items():
-            if k not in self._settings: raise ValueError(f"unknown setting {k!r}: use one of {self._settings}.")
+            if k not in self._settings:
+                raise ValueError(f"unknown setting {k!r}: use one of {self._settings}.")
             if k == 'emoji':
                 self.image, self.emoji, self.source = emoji_image(v, self.size), v, f'emoji {emoji_chars(v)}'
                 self.label = self._group_label(v)
@@ -150,7 +154,7 @@ class ImageEditor:
 
     @property
     def class_label(self):
-        "The class passed to the model: `class_cond`, the emoji's group for `'same'`, 'no class' if it has none."
+        "Class given to the model: `class_cond`; for `'same'` the emoji's group, or 'no class' if none."
         if not self.num_classes: return None
         if self.class_cond == 'same': return self.num_classes if self.label is None else self.label
         return int(self.class_cond)
@@ -158,10 +162,10 @@ class ImageEditor:
     def run(self):
         "Compute the edit of the current state into `output` (see `run_edit`); a bad setting sets `message`."
         try:
-            self.output = dict(run_edit(self.denoiser, self.image, self.mask, self.mode, self.sigma_start,
-                                        self.class_label, self.cfg_scale, self.resample, self.steps, self.seed,
-                                        previews=self.previews), caption=self.describe(),
-                               input=self.input_picture())
+            out = run_edit(self.denoiser, self.image, self.mask, self.mode, self.sigma_start,
+                           self.class_label, self.cfg_scale, self.resample, self.steps, self.seed,
+                           previews=self.previews)
+            self.output = dict(out, caption=self.describe(), input=self.input_picture())
             self.message = ''
         except ValueError as e: self.message = str(e)
         if self._widget is not None: _sync_widget(self, picture=True)
@@ -211,7 +215,8 @@ def _edit_figure(output):
               for i, s, d in output['previews']] + [('result', _display_image(output['result']))])
     fig = Figure(figsize=(1.45 * len(panels), 2.15), dpi=100)
     for ax, (title, im) in zip(fig.subplots(1, len(panels)), panels):
-        ax.imshow(im, interpolation='nearest'); ax.set_title(title, fontsize=8); ax.set_xticks([]); ax.set_yticks([])
+        ax.imshow(im, interpolation='nearest'); ax.set_title(title, fontsize=8)
+        ax.set_xticks([]); ax.set_yticks([])
     fig.suptitle(output['caption'], fontsize=8, y=0.03, va='bottom')
     fig.subplots_adjust(left=.01, right=.99, top=.8, bottom=.12, wspace=.08)
     return fig
@@ -233,7 +238,8 @@ def _build_widget(ed):
         sigma_start=W.FloatLogSlider(value=ed.sigma_start, base=10, min=-1, max=1.9, step=.05,
                                      description='σ start', layout=lay),
         class_cond=W.Dropdown(options=classes, value=ed.class_cond, description='class', layout=lay),
-        cfg_scale=W.FloatSlider(value=ed.cfg_scale, min=0, max=6, step=.25, description='guidance', layout=lay),
+        cfg_scale=W.FloatSlider(value=ed.cfg_scale, min=0, max=6, step=.25, description='guidance',
+                                layout=lay),
         resample=W.IntSlider(value=ed.resample, min=1, max=8, description='resample', layout=lay),
         steps=W.IntSlider(value=ed.steps, min=2, max=50, description='steps', layout=lay),
         seed=W.IntText(value=ed.seed, description='seed', layout=lay))
@@ -250,8 +256,9 @@ def _build_widget(ed):
     for r, row in enumerate(ed._cells):
         for col, b in enumerate(row):
             b.observe(lambda ch, r=r, col=col: ed._syncing or ed.toggle(r, col, ch['new']), names='value')
-    ed._upload.observe(lambda ch: ch['new'] and ed.upload(bytes(ch['new'][0]['content']), ch['new'][0]['name']),
-                       names='value')
+    def uploaded(ch):
+        if ch['new']: ed.upload(bytes(ch['new'][0]['content']), ch['new'][0]['name'])
+    ed._upload.observe(uploaded, names='value')
     ed._run_button.on_click(lambda _: ed.run())
     grid = W.GridBox([b for row in ed._cells for b in row], layout=W.Layout(
         grid_template_columns=f'repeat({ed.grid}, 28px)', grid_gap='2px', margin='4px 0 4px 90px'))
@@ -275,7 +282,8 @@ def _sync_widget(ed, picture:bool=False):
                 b.value = bool(ed.cells[r, col]); b.button_style = 'danger' if b.value else ''
         ed.controls['sigma_start'].disabled = ed.mode != 'img2img'
         ed.controls['resample'].disabled = ed.mode != 'inpaint'
-        im = Image.fromarray((ed.input_picture() * 255).round().astype('uint8')).resize((128, 128), Image.NEAREST)
+        im = Image.fromarray((ed.input_picture() * 255).round().astype('uint8'))
+        im = im.resize((128, 128), Image.NEAREST)
         buf = io.BytesIO(); im.save(buf, format='png'); ed._input.value = buf.getvalue()
         ed._message.value = f'<span style="color:#c00">{ed.message}</span>' if ed.message else ''
         if picture and ed.output is not None:
