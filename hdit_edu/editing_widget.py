@@ -11,7 +11,7 @@ import io, re, time
 import torch
 from .data import render_emoji, emoji_chars, openmoji_group, image_transform, pil_to_tensor
 from .editing import inpaint, img2img
-from .sampling import _num_classes, _display_image
+from .sampling import _num_classes, _display_image, _image_shape
 
 # %% ../nbs/appendix_editing_widget.ipynb 7
 EDITING_EMOJI = ('1F32F', '1FAD9-200D-1F7E6', '1F9AB', '1F635-200D-1F4AB', '1F418', '1FAD5', '1F33B', '1F61A',
@@ -99,8 +99,11 @@ class ImageEditor:
             denoiser = Denoiser(load_pretrained('openmoji64'))
         self.denoiser, self.grid, self.previews = denoiser, grid, previews
         model = getattr(denoiser, 'model', denoiser)
-        self.size = getattr(getattr(model, 'config', None), 'image_size', 64)
-        self.size = self.size[0] if isinstance(self.size, (tuple, list)) else int(self.size)
+        try: size = _image_shape(denoiser)[0]
+        except ValueError: size = 64                              # a bare callable: 64 px, like the data
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if size[0] != size[1]: raise ValueError(f"the editor needs a model of square images, got {size}.")
+        self.size = int(size[0])
         self.num_classes = _num_classes(denoiser)
         names = class_names or getattr(model, 'class_names', None)
         if names is None and self.num_classes == 3: names = ['faces', 'nature', 'food']  # the shipped model
@@ -117,7 +120,7 @@ class ImageEditor:
             if k not in self._settings:
                 raise ValueError(f"unknown setting {k!r}: use one of {self._settings}.")
             if k == 'emoji':
-                self.image, self.emoji, self.source = emoji_image(v, self.size), v, f'emoji {emoji_chars(v)}'
+                self.image, self.emoji, self.source = emoji_image(v, self.size), v, f'emoji {v}'
                 self.label = self._group_label(v)
             elif k == 'mask':                                        # a preset ('custom': keep the grid)
                 if v != 'custom': self.cells = preset_cells(v, self.grid)
