@@ -327,8 +327,8 @@ class _Stops:
             print(f'Interrupted: saved checkpoint {path} at step {self.step}.', flush=True)
 
 # %% ../nbs/appendix_checkpoints.ipynb 45
-class Resumable(_Stops):
-    "What makes a `Trainer` survive: checkpoints, exact resume, clean stops, one data order."
+class _Checkpoints(_Stops):
+    "Save, check and restore a trainer's checkpoints (the base of `Resumable`)."
     def _print(self, *args):
         if self.accelerator.is_main_process: print(*args, flush=True)
 
@@ -396,6 +396,9 @@ class Resumable(_Stops):
         self._resumed_from = ck
         return ck
 
+# %% ../nbs/appendix_checkpoints.ipynb 47
+class Resumable(_Checkpoints):
+    "What makes a `Trainer` survive: checkpoints, exact resume, clean stops, one data order."
     def _resume(self, steps:int):
         "Continue from the newest checkpoint in `out_dir`, if there is one and this trainer has not started."
         if self.out_dir is None or self.step != 0 or not list_checkpoints(self.out_dir): return
@@ -460,7 +463,7 @@ class Resumable(_Stops):
         self._print(f'Step {self.step}: checkpoint {path}; {what} in {self.out_dir}.')
         return self
 
-# %% ../nbs/appendix_checkpoints.ipynb 47
+# %% ../nbs/appendix_checkpoints.ipynb 49
 def load_checkpoint_model(path, ema:bool=True, map_location='cpu') -> HDiT:
     "An HDiT in eval mode from a run or checkpoint folder (EMA unless `ema=False`), a model file, or a name."
     p = Path(path)
@@ -473,7 +476,7 @@ def load_checkpoint_model(path, ema:bool=True, map_location='cpu') -> HDiT:
                                 "model file written by save_model, or the name of a pretrained model")
     return load_model(path, map_location)
 
-# %% ../nbs/appendix_checkpoints.ipynb 48
+# %% ../nbs/appendix_checkpoints.ipynb 50
 def checkpoint_sigma_data(path, default:float=0.5) -> float:
     "The `sigma_data` a run at `path` was trained with (`default` for model files, which do not record it)."
     p = Path(path)
