@@ -42,7 +42,7 @@ def timer(device):
 
 def make_attention(impl, kernel, device):
     "A function (q, k, v) -> out on `[batch, height, width, heads, head_dim]`, or a string saying why not."
-    import torch, torch.nn.functional as F
+    import torch.nn.functional as F
     from hdit_edu.neighborhood import na2d
     if impl in ('gather', 'tiled', 'flex'):
         return lambda q, k, v: na2d(q, k, v, kernel, backend=impl)
@@ -63,8 +63,8 @@ def run_case(impl, size, args, device, dtype, run):
     fn = make_attention(impl, args.kernel, device)
     if isinstance(fn, str): return dict(note=fn)
     g = torch.Generator(device=device).manual_seed(0)
-    q, k, v, grad = (torch.randn(args.batch, size, size, args.heads, args.head_dim, generator=g, device=device,
-                                 dtype=dtype) for _ in range(4))
+    q, k, v, grad = [torch.randn(args.batch, size, size, args.heads, args.head_dim, generator=g, device=device,
+                                 dtype=dtype) for _ in range(4)]
     for t in (q, k, v): t.requires_grad_(device.type == 'cuda' or impl != 'flex')   # flex: no CPU backward
     train = q.requires_grad
     def fwd(): return fn(q, k, v)
@@ -87,7 +87,7 @@ def run_case(impl, size, args, device, dtype, run):
     except Exception as e:                                             # out of memory, unsupported shape, ...
         res['note'] = f'failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}'
     finally:
-        del q, k, v, grad
+        q = k = v = grad = None                                        # free the memory before the next case
         if device.type == 'cuda': torch.cuda.empty_cache()
     return res
 

@@ -12,8 +12,7 @@ import math
 import torch
 from torch import nn
 import torch.nn.functional as F
-from .attention import (zero_init, RMSNorm, AdaRMSNorm, AttentionBlock, SelfAttentionBlock,
-                                attention_weights)
+from .attention import (zero_init, RMSNorm, AdaRMSNorm, AttentionBlock, SelfAttentionBlock)
 from .neighborhood import na2d, neighborhood_mask, shifted_window_attention, shifted_window_mask
 
 # %% ../nbs/04_blocks.ipynb 8

@@ -9,7 +9,7 @@ __all__ = ['OPENMOJI_CREDIT', 'OPENMOJI_GROUPS', 'DEFAULT_GROUPS', 'HUB_TIMEOUT'
            'tensor_to_pil', 'image_transform', 'ImageDataset', 'image_grid', 'show_images']
 
 # %% ../nbs/appendix_data.ipynb 5
-import os, math, time, functools, random, contextlib
+import os, math, functools, random, contextlib
 from pathlib import Path
 import numpy as np
 import torch

@@ -387,4 +387,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/08_sampling.ipynb 75
-from hdit_edu import trajectory_widget as _trajectory_widget   # the viewer's widget methods (set, widget, ...)
+from hdit_edu import trajectory_widget as _trajectory_widget  # noqa: F401 (the viewer's widget methods)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from hdit_edu.neighborhood import (AttentionExplorer, attended_keys, hourglass_token_sizes, na2d, na2d_attention_map,
+from hdit_edu.neighborhood import (AttentionExplorer, hourglass_token_sizes, na2d_attention_map,
                                    na2d_weights, neighborhood_mask, shifted_window_attention, window_indices)
 
 

@@ -6,8 +6,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from hdit_edu.data import (openmoji_dataset, openmoji_codes, openmoji_group, render_emoji, DEFAULT_GROUPS, OPENMOJI_GROUPS,
-                           ImageDataset, UNLABELED, image_folder_dataset, load_hf_dataset, standardize_columns, image_grid,
+from hdit_edu.data import (openmoji_dataset, openmoji_codes, openmoji_group, render_emoji, DEFAULT_GROUPS, ImageDataset, UNLABELED, image_folder_dataset, load_hf_dataset, standardize_columns, image_grid,
                            show_images, pil_to_tensor, tensor_to_pil, image_transform, to_rgb)
 
 

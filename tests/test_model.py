@@ -1,9 +1,8 @@
 "Checks of hdit_edu.model (HDiT) against the authors' k-diffusion implementation, and of its contract."
-import json, math, os
+import json, math
 from pathlib import Path
 import pytest
 import torch
-from torch import nn
 import hdit_edu.model, hdit_edu.model_files
 from hdit_edu.model import (HDiT, HDiTConfig, LevelConfig, hdit_b4, dit_b4, hdit_imagenet256, config_from_k_diffusion,
                             config_to_k_diffusion, save_model, load_model, load_pretrained, pretrained_models,

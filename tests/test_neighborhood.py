@@ -450,7 +450,7 @@ def test_tiled_memory_is_linear():
         q, k, v = _qkv((1, n, n, 2, 8), requires_grad=True)
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-            out = na2d(q, k, v, 7, backend='tiled')
+            na2d(q, k, v, 7, backend='tiled')
         assert max(saved) <= max(4 * q.numel(), n * n * 14 * 14)   # tiles, halos, the (batch-shared) tile mask
         assert max(saved) < (n * n) ** 2 / 4                  # nothing N×N (16.8M entries at 64×64)
         sizes[n] = sum(saved)
