@@ -197,7 +197,7 @@ class ImageEditor:
 
     @property
     def widget(self):
-        "The ipywidgets view (built on first use): controls and brush grid on the left, the pictures right."
+        "The ipywidgets view (built on first use): controls, brush grid and input above, the last run below."
         if self._widget is None: _build_widget(self)
         return self._widget
 
@@ -251,7 +251,8 @@ def _build_widget(ed):
                   for col in range(ed.grid)] for r in range(ed.grid)]
     ed._run_button = W.Button(description='Run', button_style='primary', icon='play')
     ed._message, ed._caption = W.HTML(), W.HTML()
-    ed._input, ed._picture = W.Image(format='png'), W.Image(format='png')
+    ed._input = W.Image(format='png', layout=W.Layout(width='192px', height='192px'))
+    ed._picture = W.Image(format='png', layout=W.Layout(max_width='100%'))
     ed._picture.add_class('hdit-editor-result')
     ed._syncing = False
     for k, w in c.items():
@@ -264,11 +265,13 @@ def _build_widget(ed):
     ed._upload.observe(uploaded, names='value')
     ed._run_button.on_click(lambda _: ed.run())
     grid = W.GridBox([b for row in ed._cells for b in row], layout=W.Layout(
-        grid_template_columns=f'repeat({ed.grid}, 28px)', grid_gap='2px', margin='4px 0 4px 90px'))
+        grid_template_columns=f'repeat({ed.grid}, 28px)', grid_gap='2px', margin='4px 0 4px 94px'))
     left = W.VBox([c['emoji'], ed._upload, c['mask'], grid, c['mode'], c['sigma_start'], c['class_cond'],
-                   c['cfg_scale'], c['resample'], c['steps'], c['seed'], ed._run_button, ed._message])
-    ed._widget = W.HBox([left, W.VBox([W.HTML('<b>input</b> (grey: the model paints)'), ed._input,
-                                       W.HTML('<b>last run</b>'), ed._picture, ed._caption])])
+                   c['cfg_scale'], c['resample'], c['steps'], c['seed'], ed._run_button, ed._message],
+                  layout=W.Layout(width='340px', min_width='340px'))
+    right = W.VBox([W.HTML('<b>input</b> (grey: the model paints)'), ed._input],
+                   layout=W.Layout(margin='0 20px'))
+    ed._widget = W.VBox([W.HBox([left, right]), W.HTML('<b>last run</b>'), ed._picture, ed._caption])
     _sync_widget(ed, picture=True)
 
 # %% ../nbs/appendix_editing_widget.ipynb 28
@@ -286,7 +289,7 @@ def _sync_widget(ed, picture:bool=False):
         ed.controls['sigma_start'].disabled = ed.mode != 'img2img'
         ed.controls['resample'].disabled = ed.mode != 'inpaint'
         im = Image.fromarray((ed.input_picture() * 255).round().astype('uint8'))
-        im = im.resize((128, 128), Image.NEAREST)
+        im = im.resize((192, 192), Image.NEAREST)
         buf = io.BytesIO(); im.save(buf, format='png'); ed._input.value = buf.getvalue()
         ed._message.value = f'<span style="color:#c00">{ed.message}</span>' if ed.message else ''
         if picture and ed.output is not None:
