@@ -84,7 +84,7 @@ def run_edit(denoiser, image, mask=None, mode:str='inpaint', sigma_start:float=2
     strip = [(steps_seen[k], *seen[steps_seen[k]]) for k in keep.tolist()]
     return dict(result=out[0].detach().float().cpu(), previews=strip, seconds=time.perf_counter() - t0)
 
-# %% ../nbs/appendix_editing_widget.ipynb 22
+# %% ../nbs/appendix_editing_widget.ipynb 23
 class ImageEditor:
     "Pixel-space editing (inpaint / img2img) of one image with a brush-grid mask; `.widget` shows it."
     _settings = ('emoji', 'mask', 'mode', 'sigma_start', 'class_cond', 'cfg_scale', 'resample', 'steps',
@@ -209,7 +209,7 @@ class ImageEditor:
         data['text/plain'] = f'ImageEditor: {self.describe()}'
         return data
 
-# %% ../nbs/appendix_editing_widget.ipynb 24
+# %% ../nbs/appendix_editing_widget.ipynb 25
 def _edit_figure(output):
     "Input, denoised previews and result of a `run` (`ImageEditor.output`) side by side, as a Figure."
     from matplotlib.figure import Figure
@@ -224,7 +224,7 @@ def _edit_figure(output):
     fig.subplots_adjust(left=.01, right=.99, top=.8, bottom=.12, wspace=.08)
     return fig
 
-# %% ../nbs/appendix_editing_widget.ipynb 26
+# %% ../nbs/appendix_editing_widget.ipynb 27
 def _build_widget(ed):
     "Build `ed`'s ipywidgets view into `ed._widget` (controls in `ed.controls`)."
     import ipywidgets as W
@@ -274,7 +274,7 @@ def _build_widget(ed):
     ed._widget = W.VBox([W.HBox([left, right]), W.HTML('<b>last run</b>'), ed._picture, ed._caption])
     _sync_widget(ed, picture=True)
 
-# %% ../nbs/appendix_editing_widget.ipynb 28
+# %% ../nbs/appendix_editing_widget.ipynb 29
 def _sync_widget(ed, picture:bool=False):
     "Show `ed`'s state in its widget; `picture`: also redraw the last run's picture."
     from PIL import Image
