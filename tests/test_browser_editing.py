@@ -40,7 +40,6 @@ def lab(tmp_path_factory):
     pytest.importorskip('jupyterlab')
     root = tmp_path_factory.mktemp('lab_editing')
     _copy_without_slow(ROOT / 'nbs' / NOTEBOOK, root / NOTEBOOK)
-    (root / 'images').mkdir()                                   # the notebook saves its static picture there
     port, token = _free_port(), 'hdit-edu-test'
     env = dict(os.environ, HF_DATASETS_OFFLINE='1', HF_HUB_OFFLINE='1', PYTHONPATH=str(ROOT))
     log = open(root / 'lab.log', 'w')
