@@ -135,7 +135,7 @@ def test_the_twenty_emoji_render():
 def test_widget_controls_drive_the_state(den):
     pytest.importorskip('ipywidgets')
     ed = ImageEditor(den, steps=STEPS, resample=1)
-    w = ed.widget
+    assert ed.widget is not None                                              # builds the view
     assert ed._picture.value[:4] == b'\x89PNG' and ed._input.value[:4] == b'\x89PNG'
     ed._cells[0][7].value = True                                              # a click on a brush cell
     assert ed.cells[0, 7] and ed.mask_name == 'custom' and ed.controls['mask'].value == 'custom'

@@ -1,14 +1,13 @@
 """The trainer: exact resume (also after Ctrl-C), checkpoint round trip and failure modes, EMA and optimizer groups,
 gradient accumulation, and a small real training run on OpenMoji whose loss clearly falls."""
-import copy, json, os, signal, sys, time
+import copy, os, signal, sys, time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mp_train import TinyConfig, TinyNet, make_trainer, tiny_dataset  # noqa: E402
+from mp_train import TinyConfig, TinyNet, make_trainer  # noqa: E402
 
 from hdit_edu.training import (CheckpointError, ConfigMismatchError, Trainer, TrainConfig, ema_decay, list_checkpoints,
                                read_checkpoint, make_optimizer, StreamSampler)
