@@ -1,30 +1,20 @@
 """`hdit-edu inpaint` and `hdit-edu img2img` on the shipped model (a few steps, so each test takes seconds): the kept
 pixels come back exactly, the options reach `hdit_edu.editing`, and every bad file is one line on stderr."""
-import contextlib, io
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from hdit_edu.cli import main, build_parser
+from hdit_edu.cli import build_parser
 from hdit_edu.data import openmoji_dataset
 
-
-def run_cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: status = main(argv)
-        except SystemExit as e: status = e.code
-    return status, out.getvalue(), err.getvalue()
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_util import run_cli, one_line_error as _one_line_error  # noqa: E402
 
 
-def one_line_error(argv, *fragments):
-    status, _, err = run_cli(argv)
-    assert status == 2, (argv, status, err)
-    assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
-    assert err.startswith(f'hdit-edu {argv[0]}: error: '), err
-    for f in fragments: assert f in err, (f, err)
-    return err.strip()
+def one_line_error(argv, *fragments): return _one_line_error(argv, *fragments, command_prefix=True)
 
 
 @pytest.fixture(scope='module')

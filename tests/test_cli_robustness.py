@@ -1,7 +1,7 @@
 """`hdit-edu` under bad input and bad luck: `--version`, too many threads, negative guidance, an `--out` of the wrong
 kind, a full disk or a read-only folder (one line, the last good checkpoint survives), a corrupt training image
 (a hint the command line can follow), and a run that has nothing left to train (no speed reported)."""
-import contextlib, errno, io, shutil, subprocess, sys
+import errno, shutil, subprocess, sys
 
 import pytest
 from PIL import Image
@@ -9,30 +9,15 @@ import safetensors.torch
 from safetensors import SafetensorError
 
 import hdit_edu
-from hdit_edu.cli import main
 from hdit_edu.cli_internals import _cpu_count
 from hdit_edu.training import read_checkpoint, list_checkpoints
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).parent))
+from cli_util import run_cli, one_line_error  # noqa: E402
 
 TINY = ['--size', '16', '--limit', '32', '--width', '32', '--depths', '1', '1', '--batch-size', '8', '--quiet',
         '--threads', '1']
 
-
-def run_cli(argv):
-    "Exit status, stdout and stderr of `main(argv)` (the parser exits by itself on bad options)."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: status = main(argv)
-        except SystemExit as e: status = e.code
-    return status, out.getvalue(), err.getvalue()
-
-
-def one_line_error(argv, *fragments):
-    status, _, err = run_cli(argv)
-    assert status == 2, (argv, status, err)
-    assert len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
-    assert ': error: ' in err, err
-    for f in fragments: assert f in err, (f, err)
-    return err.strip()
 
 
 @pytest.fixture
