@@ -14,8 +14,8 @@ from .training import (StreamSampler, seed_for, step_generator, GLOBAL_STREAM, m
                                ema_update, ema_decay)
 from .fast_attention import cpu_threads
 
-# %% ../nbs/09_first_model.ipynb 12
-def train_simple(model, dataset, steps:int=500, batch_size:int=32, lr:float=2e-3, seed:int=0,
+# %% ../nbs/09_first_model.ipynb 13
+def train_simple(model, dataset, steps:int=400, batch_size:int=32, lr:float=2e-3, seed:int=0,
                  weighting:str='soft-min-snr', cond_dropout:float=0.1, hflip:bool=True):
     "Train `model` as an EDM denoiser on `(image, label)` pairs for `steps` AdamW steps: `(ema, losses)`."
     denoiser = Denoiser(model, weighting=weighting)                 # EDM scalings, sigma_data 0.5
