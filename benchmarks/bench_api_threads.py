@@ -41,14 +41,19 @@ def child(kind, steps, one_thread):
         tr = Trainer(model, data, TrainConfig(out_dir=None, steps=steps, progress=False, sample_n=0))
         t0 = time.perf_counter(); tr.fit(); dt = time.perf_counter() - t0
         return dict(seconds=dt, images_per_s=steps * 32 / dt)
-    t0 = time.perf_counter(); sample(Denoiser(model), 16, 32, steps=25, seed=0); dt = time.perf_counter() - t0
+    t0 = time.perf_counter(); sample(Denoiser(model), 16, 32, steps=25, seed=0, class_cond=0); dt = time.perf_counter() - t0
     return dict(seconds=dt)
+
+
+def _env():
+    "This process's environment without a thread setting, so each child starts with PyTorch's default."
+    return {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
 
 
 def run_child(kind, steps, one_thread):
     code = f"import json, sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import bench_api_threads as b; " \
            f"print(json.dumps(b.child({kind!r}, {steps}, {one_thread})))"
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': ''})
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=_env())
     if r.returncode: raise RuntimeError(r.stderr[-2000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -58,7 +63,7 @@ def run_cli(steps):
         cmd = [sys.executable, '-m', 'hdit_edu.cli', 'train', '--out', d, '--steps', str(steps), '--minutes', '0',
                '--checkpoint-every', str(steps), '--quiet']
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': ''})
+        r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         if r.returncode: raise RuntimeError(r.stderr[-2000:])
         return dict(seconds=time.perf_counter() - t0)
 
