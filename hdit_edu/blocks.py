@@ -70,7 +70,7 @@ class ShiftedWindowSelfAttentionBlock(AttentionBlock):
     def attention_macs(self, h, w): return 2 * h * w * self.window_size ** 2 * self.d_head * self.n_heads
 
 # %% ../nbs/04_blocks.ipynb #0135d6be
-ATTENTION_TYPES = ('global', 'neighborhood', 'shifted-window', 'none')
+ATTENTION_TYPES = ('neighborhood', 'shifted-window', 'global', 'none')
 
 def make_attention_block(kind, d_model, d_head, cond_features, kernel_size=7, window_size=8, window_shift=0,
                          dropout=0.0):

@@ -9,9 +9,10 @@ __all__ = ['ATTENTION_KINDS', 'hourglass_token_sizes', 'attended_keys', 'Attenti
 import torch
 from fastcore.basics import patch
 from .neighborhood import _check_window, _check_windows, _key_mask_na, _draw_keys
+from .blocks import ATTENTION_TYPES
 
 # %% ../nbs/appendix_explorer_widget.ipynb #c00b7f3a
-ATTENTION_KINDS = ('neighborhood', 'shifted-window', 'global')
+ATTENTION_KINDS = ATTENTION_TYPES[:3]   # the model's attention types that have keys to draw ('none' has not)
 
 def _hw(x): return (int(x), int(x)) if isinstance(x, (int, float)) else tuple(int(v) for v in x)
 
