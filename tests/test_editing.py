@@ -145,7 +145,7 @@ def test_errors_say_what_to_do(toy):
     err(lambda: inpaint(den, y, m, resample=0), 'resample must be a whole number >= 1')
     err(lambda: inpaint(den, y, m, sampler='ddpm'), "Unknown sampler 'ddpm'")
     err(lambda: inpaint(den, y, m, steps=0), 'steps must be a whole number >= 1')
-    err(lambda: inpaint(den, y, m, class_cond=7), 'class indices must lie in [0, 3]')
+    err(lambda: inpaint(den, y, m, class_cond=7), 'class_cond [7] outside [0, 3]', "3 = 'no class'")
     free = GaussianMixtureDenoiser(means, std=0.05)
     err(lambda: img2img(free, y, cfg_scale=3.), 'cfg_scale != 1 needs a class-conditional model')
 
