@@ -87,3 +87,12 @@ def test_no_main_module_in_any_signature():
     bad = [f'{nb.name}[{i}]' for nb in ALL for i, c in enumerate(_cells(nb))
            for o in c.get('outputs', []) if '__main__.' in json.dumps(o.get('data', {}))]
     assert not bad, f'`__main__.` in the outputs of {bad}'
+
+
+@pytest.mark.parametrize('nb', ALL, ids=lambda p: p.stem)
+def test_subtitle_has_no_code_spans(nb):
+    "The frontmatter description is the page's subtitle, shown as plain text: backticks would show as they are."
+    head = _src(_cells(nb)[0])
+    subtitle = [ln for ln in head.splitlines() if ln.startswith('>')]
+    assert subtitle, f'{nb.name} has no description line (> ...) in its first cell'
+    assert not any('`' in ln for ln in subtitle), f'{nb.name}: backticks in the subtitle {subtitle[0][:80]!r}'
