@@ -247,9 +247,11 @@ def prune_checkpoints(run_dir, keep:int):
     for d in list_checkpoints(run_dir)[:-keep]: shutil.rmtree(d, ignore_errors=True)
 
 # %% ../nbs/appendix_checkpoints.ipynb #57e42fa0
-TRAJECTORY_FIELDS = ('batch_size', 'seed', 'lr', 'betas', 'eps', 'weight_decay', 'grad_clip', 'ema_power',
-                     'ema_max_decay', 'cond_dropout', 'sigma_sampler', 'sigma_kwargs', 'sigma_data',
-                     'weighting', 'hflip')
+TRAJECTORY_FIELDS = ('batch_size', 'seed', 'lr', 'lr_schedule', 'warmup_steps', 'lr_final', 'betas', 'eps',
+                     'weight_decay', 'grad_clip', 'ema_power', 'ema_max_decay', 'cond_dropout',
+                     'sigma_sampler', 'sigma_kwargs', 'sigma_data', 'weighting', 'hflip')
+# fields added after checkpoints were first written: the value a checkpoint without the field was trained with
+_FIELD_DEFAULTS = {'lr_schedule': 'constant', 'warmup_steps': 0, 'lr_final': 0.05}
 
 def config_diffs(saved, now, prefix:str='') -> list[tuple]:
     "`(key, saved, current)` for every leaf where two JSON-like configs differ, keys like `levels[0].width`."
@@ -364,7 +366,8 @@ class _Checkpoints(_Stops):
     def check_compatible(self, meta:dict):
         "Raise `ConfigMismatchError` naming each setting in which the checkpoint `meta` differs from this run"
         saved, now = meta.get('train_config', {}), _jsonable(asdict(self.config))
-        diffs = [(k, saved.get(k), now.get(k)) for k in TRAJECTORY_FIELDS if saved.get(k) != now.get(k)]
+        saved = {k: saved.get(k, _FIELD_DEFAULTS.get(k)) for k in TRAJECTORY_FIELDS}
+        diffs = [(k, saved[k], now.get(k)) for k in TRAJECTORY_FIELDS if saved[k] != now.get(k)]
         diffs += [(f'model config {k}', a, b)
                   for k, a, b in config_diffs(meta.get('model_config'), _model_config(self.model))]
         shapes = {k: list(v.shape) for k, v in self.model.state_dict().items()}

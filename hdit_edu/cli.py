@@ -11,13 +11,13 @@ import torch
 from safetensors import SafetensorError
 
 from . import __version__
-from .training import (Trainer, TrainConfig, CheckpointError, ConfigMismatchError, small_hdit_config,
+from .training import (Trainer, TrainConfig, LR_SCHEDULES, CheckpointError, ConfigMismatchError, small_hdit_config,
                                list_checkpoints)
 from .model import HDiT
 from .sampling import sample, SAMPLERS
 from .editing import inpaint, img2img
 from .data import image_grid
-from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int, _minutes, _cfg_scale,
+from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int, _minutes, _cfg_scale, _count, _fraction, _ema_power,
                                     _threads, _device, _set_threads, _dataset, _attention_line,
                                     _mismatch_message, _check_out_folder, _write_error,
                                     _image_tensor, _mask_tensor, _load_denoiser, _check_class, _save_edit)
@@ -53,6 +53,13 @@ def _training_options(t):
     o.add_argument('--batch-size', type=pos, default=32, help='global batch size (all processes together)')
     o.add_argument('--grad-accum', type=pos, default=1, help='gradient accumulation micro-batches per step')
     o.add_argument('--lr', type=float, default=5e-4, help='AdamW learning rate (mapping network: lr/3)')
+    o.add_argument('--lr-schedule', default='constant', choices=list(LR_SCHEDULES),
+                   help="'cosine': decay to lr * --lr-final at --steps; 'constant': the paper's")
+    o.add_argument('--warmup-steps', type=_count, default=0, help='linear lr warm-up over N steps')
+    o.add_argument('--lr-final', type=_fraction, default=0.05, help="the cosine's end, a fraction of --lr")
+    o.add_argument('--ema-power', type=_ema_power, default=0.75,
+                   help='EMA warm-up power (higher: shorter memory)')
+    o.add_argument('--no-hflip', action='store_true', help='no random horizontal flips')
     o.add_argument('--seed', type=int, default=0, help='seed for the initial weights, data order and noise')
     o.add_argument('--cond-dropout', type=float, default=0.1, help='fraction of labels dropped (for CFG)')
     o.add_argument('--sample-every', type=pos, default=None,
@@ -149,6 +156,8 @@ def _build_trainer(args) -> Trainer:
     return Trainer(model, ds, TrainConfig(
         out_dir=args.out, steps=args.steps, minutes=args.minutes or None, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, seed=args.seed, cond_dropout=args.cond_dropout,
+        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, lr_final=args.lr_final,
+        ema_power=args.ema_power, hflip=not args.no_hflip,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision, compile=args.compile, num_workers=args.num_workers,
         resume=not args.no_resume, progress=not args.quiet))

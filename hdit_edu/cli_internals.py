@@ -56,6 +56,14 @@ def _float_at_least_0(what:str, note:str):
 
 _minutes = _float_at_least_0('a number of minutes', '0: no limit')
 _cfg_scale = _float_at_least_0('a number', '1: no guidance, 0: unconditional, above 1: stronger guidance')
+_count = _int_at_least(0)
+_ema_power = _float_at_least_0('a number', 'higher: a shorter EMA memory')
+
+def _fraction(s):
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f'expected a number from 0 to 1, got {s!r}') from None
+    if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f'must be from 0 to 1, got {s}')
+    return v
 
 def _cpu_count() -> int:
     "The CPU cores this process may run on."

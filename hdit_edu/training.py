@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_training.ipynb #42445951
 from __future__ import annotations
-import copy, hashlib, json, os, re, shutil, signal, sys, threading, time  # noqa: F401
+import copy, hashlib, json, math, os, re, shutil, signal, sys, threading, time  # noqa: F401
 from contextlib import contextmanager  # noqa: F401
 from dataclasses import dataclass, field, asdict, replace, is_dataclass  # noqa: F401
 from pathlib import Path
@@ -26,11 +26,12 @@ from .fast_attention import cpu_threads, auto_threads  # noqa: F401 (auto_thread
 from .data import image_grid
 
 # %% auto #0
-__all__ = ['ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'TrainConfig', 'Trainer', 'smooth_losses', 'plot_losses',
-           'seed_for', 'step_generator', 'step_draws', 'DATA_STREAM', 'DRAW_STREAM', 'GLOBAL_STREAM', 'StreamSampler',
-           'CHECKPOINT_FORMAT', 'CheckpointError', 'ConfigMismatchError', 'TRAJECTORY_FIELDS', 'save_weights',
-           'load_weights', 'list_checkpoints', 'find_checkpoint', 'read_checkpoint', 'write_checkpoint',
-           'prune_checkpoints', 'config_diffs', 'load_checkpoint_model', 'checkpoint_sigma_data']
+__all__ = ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor', 'TrainConfig', 'Trainer',
+           'smooth_losses', 'plot_losses', 'seed_for', 'step_generator', 'step_draws', 'DATA_STREAM', 'DRAW_STREAM',
+           'GLOBAL_STREAM', 'StreamSampler', 'CHECKPOINT_FORMAT', 'CheckpointError', 'ConfigMismatchError',
+           'TRAJECTORY_FIELDS', 'save_weights', 'load_weights', 'list_checkpoints', 'find_checkpoint',
+           'read_checkpoint', 'write_checkpoint', 'prune_checkpoints', 'config_diffs', 'load_checkpoint_model',
+           'checkpoint_sigma_data']
 
 # %% ../nbs/11_training.ipynb #67fa5b8a
 from .checkpoint import (seed_for, step_generator, step_draws, DATA_STREAM, DRAW_STREAM,  # noqa: F401
@@ -84,6 +85,16 @@ def make_optimizer(model:nn.Module, lr:float=5e-4, betas=(0.9, 0.95), eps:float=
                          f"{len(trainable)} trainable ones: each must be in exactly one group")
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 
+# %% ../nbs/11_training.ipynb #bcefd808
+LR_SCHEDULES = ('constant', 'cosine')
+
+def lr_factor(step:int, steps:int, warmup:int=0, schedule:str='constant', final:float=0.05) -> float:
+    "Multiplier of the base lr at optimizer step `step` (0-based) of a `steps`-step run."
+    if step < warmup: return (step + 1) / warmup
+    if schedule == 'constant': return 1.
+    t = min(1., (step - warmup) / max(1, steps - 1 - warmup))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
+
 # %% ../nbs/11_training.ipynb #a2733754
 @dataclass
 class _RunSettings:
@@ -115,6 +126,10 @@ class _RunSettings:
             if v is not None and v < 1: raise ValueError(f"{k} must be >= 1 or None, got {v}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.lr_final <= 1: raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
         if not 0 <= self.cond_dropout < 1: raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if self.mixed_precision not in ('auto', 'no', 'bf16', 'fp16'):
             raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
@@ -129,6 +144,9 @@ class TrainConfig(_RunSettings):
     "Settings of a training run. These fields decide what is computed; a resumed run must keep them."
     batch_size: int = 32              # global batch (over processes and accumulation); the paper: 256
     lr: float = 5e-4                  # the paper's AdamW lr (constant), at the paper's batch 256
+    lr_schedule: str = 'constant'     # 'constant' (the paper) or 'cosine' (down to lr * lr_final at `steps`)
+    warmup_steps: int = 0             # linear warm-up of the lr over this many steps
+    lr_final: float = 0.05            # the cosine's end, as a fraction of lr
     betas: tuple = (0.9, 0.95)        # k-diffusion's
     eps: float = 1e-8
     weight_decay: float = 1e-2        # the paper's; k-diffusion's configs: 1e-3 (Flowers), 1e-4 (MNIST)
@@ -177,6 +195,7 @@ class Trainer(Resumable):
         if cfg.sigma_sampler == 'cosine-interpolated': kw.setdefault('image_d', max(self.image_shape[1:]))
         self.sigma_fn = sigma_sampler(cfg.sigma_sampler, **kw)
         self.optimizer = make_optimizer(model, cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
+        self._total_steps = cfg.steps
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
         self.out_dir = None if cfg.out_dir is None else Path(cfg.out_dir)
         self.step, self.losses, self.wall_time, self.images_per_s, self.session_steps = 0, [], 0., 0., 0
@@ -194,10 +213,11 @@ class Trainer(Resumable):
 @patch
 def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     "One optimizer step on the next global batch from the iterator `it`; returns the batch's mean loss."
-    cfg, acc = self.config, self.accelerator
-    rank, dev = acc.process_index, acc.device
+    cfg, acc = self.config, self.accelerator; rank, dev = acc.process_index, acc.device
     sigma, drop, flip, noise = step_draws(cfg.seed, self.step, cfg.batch_size, self.image_shape,
                                           self.sigma_fn, cfg.cond_dropout, rank, dev)   # from (seed, step)
+    f = lr_factor(self.step, self._total_steps, cfg.warmup_steps, cfg.lr_schedule, cfg.lr_final)
+    for g in self.optimizer.param_groups: g['lr'] = g.setdefault('base_lr', g['lr']) * f   # schedule
     losses = []
     for m in range(cfg.grad_accum):
         x, y = _split_batch(next(it))
@@ -338,7 +358,7 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
     "Train to `steps` optimizer steps in all (default `config.steps`) or for `minutes`; returns self."
     cfg, acc = self.config, self.accelerator
     steps, minutes = cfg.steps if steps is None else steps, cfg.minutes if minutes is None else minutes
-    micro, per = self._batch_split()                  # micro-batch, and this process's rows of it
+    (micro, per), self._total_steps = self._batch_split(), steps   # micro-batch, rows; lr's end
     with cpu_threads(device=acc.device):              # OpenMP threads that suit this CPU
         self._resume(steps); self._prepare()
         self.session_steps, self.images_per_s, self._stop = 0, 0., False

@@ -115,3 +115,20 @@ def test_corrupt_image_hint_fits_the_command_line(tmp_path):
     err = one_line_error(['train', *TINY, '--data', str(d), '--out', str(tmp_path / 'r')],
                          '1 unreadable image(s)', 'broken.png', 'Remove or replace them')
     assert 'verify=False' not in err and 'verify' not in err
+
+
+def test_bad_schedule_options_are_one_line():
+    one_line_error(['train', '--lr-final', '1.5'], 'argument --lr-final: must be from 0 to 1', 'got 1.5')
+    one_line_error(['train', '--lr-final', 'half'], 'expected a number from 0 to 1', "'half'")
+    one_line_error(['train', '--lr-schedule', 'linear'], 'argument --lr-schedule: invalid choice', "'cosine'")
+    one_line_error(['train', '--warmup-steps', '-3'], 'argument --warmup-steps: must be >= 0, got -3')
+    one_line_error(['train', '--ema-power', '-1'], 'argument --ema-power: must be >= 0')
+
+
+def test_schedule_options_reach_the_trainer(tmp_path):
+    from hdit_edu.cli import _build_trainer, build_parser
+    args = build_parser().parse_args(['train', '--out', str(tmp_path), '--limit', '8', '--size', '16',
+                                      '--lr-schedule', 'cosine', '--warmup-steps', '7', '--lr-final', '0.1',
+                                      '--ema-power', '0.6667', '--no-hflip'])
+    c = _build_trainer(args).config
+    assert (c.lr_schedule, c.warmup_steps, c.lr_final, c.ema_power, c.hflip) == ('cosine', 7, 0.1, 0.6667, False)

@@ -1,6 +1,6 @@
 """The trainer: exact resume (also after Ctrl-C), checkpoint round trip and failure modes, EMA and optimizer groups,
 gradient accumulation, and a small real training run on OpenMoji whose loss clearly falls."""
-import copy, os, signal, sys, time
+import copy, json, os, signal, sys, time
 from pathlib import Path
 
 import pytest
@@ -306,3 +306,51 @@ def test_class_names_travel_in_checkpoints(tmp_path):
     Trainer(model, Named(), out_dir=str(tmp_path), steps=1, batch_size=4, progress=False, sample_n=0).fit()
     assert read_checkpoint(tmp_path)['model_config']['class_names'] == ['apples', 'pears']
     assert load_checkpoint_model(tmp_path).class_names == ['apples', 'pears']
+
+
+def test_lr_factor_warms_up_then_follows_a_half_cosine():
+    from hdit_edu.training import lr_factor
+    f = [lr_factor(s, 50, warmup=10, schedule='cosine', final=0.1) for s in range(50)]
+    assert f[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])             # linear warm-up to 1
+    assert f[10] == pytest.approx(1.) and f[-1] == pytest.approx(0.1)             # then 1 down to `final`
+    assert f[30] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(20 / 39 * torch.pi)).item()))
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))                            # never rises after warm-up
+    assert [lr_factor(s, 50, warmup=5) for s in range(5, 50)] == [1.] * 45        # constant: the paper's
+
+
+def test_the_cosine_schedule_sets_every_groups_lr_and_resumes_exactly(tmp_path):
+    kw = dict(lr=1e-3, lr_schedule='cosine', warmup_steps=3, lr_final=0.2)
+    straight = make_trainer(tmp_path / 'a', steps=10, **kw)
+    seen = []
+    straight.callbacks.append(lambda t: seen.append([g['lr'] for g in t.optimizer.param_groups]))
+    straight.fit()
+    base = [g['base_lr'] for g in straight.optimizer.param_groups]
+    assert base[0] == pytest.approx(1e-3)
+    for step, lrs in enumerate(seen):                                      # the lr each step was taken with
+        f = training.lr_factor(step, 10, 3, 'cosine', 0.2)
+        assert lrs == pytest.approx([b * f for b in base])
+    assert seen[-1][0] == pytest.approx(2e-4) and seen[0][0] == pytest.approx(1e-3 / 3)
+    make_trainer(tmp_path / 'b', steps=4, **kw).fit()
+    resumed = make_trainer(tmp_path / 'b', steps=10, **kw)
+    resumed.fit()
+    assert resumed.losses == straight.losses                                # bit for bit across the resume
+    _assert_same_state(resumed, straight)
+    constant = make_trainer(tmp_path / 'c', steps=10, lr=1e-3)
+    constant.fit()
+    assert constant.losses[3:] != straight.losses[3:]                        # the schedule changes the run
+
+
+def test_schedule_settings_are_checked_and_part_of_the_trajectory(tmp_path):
+    with pytest.raises(ValueError, match="lr_schedule must be one of"): TrainConfig(lr_schedule='linear')
+    with pytest.raises(ValueError, match='warmup_steps must be >= 0'): TrainConfig(warmup_steps=-1)
+    with pytest.raises(ValueError, match=r'lr_final must be in \[0, 1\]'): TrainConfig(lr_final=1.5)
+    make_trainer(tmp_path, steps=2).fit()
+    with pytest.raises(ConfigMismatchError, match='lr_schedule'):
+        make_trainer(tmp_path, steps=4, lr_schedule='cosine').fit()
+    meta = Path(list_checkpoints(tmp_path)[-1]) / 'trainer.json'
+    m = json.loads(meta.read_text())
+    for k in ('lr_schedule', 'warmup_steps', 'lr_final'): del m['train_config'][k]   # as written before the fields
+    meta.write_text(json.dumps(m))
+    t = make_trainer(tmp_path, steps=4)
+    t.fit(); assert t.step == 4 and t._resumed_from is not None                 # still resumes: it ran constant
+    with pytest.raises(ConfigMismatchError, match='warmup_steps'): make_trainer(tmp_path, steps=4, warmup_steps=5).fit()

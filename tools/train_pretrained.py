@@ -17,6 +17,10 @@ p.add_argument('--steps', type=int, default=40000)
 p.add_argument('--minutes', type=float, default=None)
 p.add_argument('--batch-size', type=int, default=32)
 p.add_argument('--lr', type=float, default=5e-4)
+p.add_argument('--lr-schedule', default='constant', choices=['constant', 'cosine'])
+p.add_argument('--warmup-steps', type=int, default=0)
+p.add_argument('--lr-final', type=float, default=0.05)
+p.add_argument('--checkpoint-every', type=int, default=500)
 p.add_argument('--threads', type=int, default=1)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
@@ -27,5 +31,6 @@ if a.init and not list_checkpoints(a.out):
     model.load_state_dict(load_model(a.init).state_dict())
     print(f'initialised from {a.init}')
 t = Trainer(model, ds, TrainConfig(out_dir=a.out, steps=a.steps, minutes=a.minutes, batch_size=a.batch_size, lr=a.lr,
-                                   checkpoint_every=500, keep_checkpoints=200, log_every=100))
+                                   lr_schedule=a.lr_schedule, warmup_steps=a.warmup_steps, lr_final=a.lr_final,
+                                   checkpoint_every=a.checkpoint_every, keep_checkpoints=200, log_every=100))
 t.fit()
