@@ -52,13 +52,13 @@ def _training_options(t):
     o.add_argument('--minutes', type=_minutes, default=10., help='stop after this many minutes (0: no limit)')
     o.add_argument('--batch-size', type=pos, default=32, help='global batch size (all processes together)')
     o.add_argument('--grad-accum', type=pos, default=1, help='gradient accumulation micro-batches per step')
-    o.add_argument('--lr', type=float, default=5e-4, help='AdamW learning rate (mapping network: lr/3)')
-    o.add_argument('--lr-schedule', default='constant', choices=list(LR_SCHEDULES),
+    o.add_argument('--lr', type=float, default=2e-3, help='AdamW learning rate (mapping network: lr/3)')
+    o.add_argument('--lr-schedule', default='cosine', choices=list(LR_SCHEDULES),
                    help="'cosine': decay to lr * --lr-final at --steps; 'constant': the paper's")
-    o.add_argument('--warmup-steps', type=_count, default=0, help='linear lr warm-up over N steps')
+    o.add_argument('--warmup-steps', type=_count, default=100, help='linear lr warm-up over N steps')
     o.add_argument('--lr-final', type=_fraction, default=0.05, help="the cosine's end, a fraction of --lr")
     o.add_argument('--ema-power', type=_ema_power, default=0.75,
-                   help='EMA warm-up power (higher: shorter memory)')
+                   help='EMA warm-up power (higher: longer memory)')
     o.add_argument('--no-hflip', action='store_true', help='no random horizontal flips')
     o.add_argument('--seed', type=int, default=0, help='seed for the initial weights, data order and noise')
     o.add_argument('--cond-dropout', type=float, default=0.1, help='fraction of labels dropped (for CFG)')

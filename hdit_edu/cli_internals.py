@@ -57,7 +57,7 @@ def _float_at_least_0(what:str, note:str):
 _minutes = _float_at_least_0('a number of minutes', '0: no limit')
 _cfg_scale = _float_at_least_0('a number', '1: no guidance, 0: unconditional, above 1: stronger guidance')
 _count = _int_at_least(0)
-_ema_power = _float_at_least_0('a number', 'higher: a shorter EMA memory')
+_ema_power = _float_at_least_0('a number', 'higher: a longer EMA memory')
 
 def _fraction(s):
     try: v = float(s)

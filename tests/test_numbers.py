@@ -1,0 +1,36 @@
+"""One set of numbers everywhere: the scores the README, the home page, the model card and the command-line page
+quote are the ones the quality notebook's stored run measured (the run is slow, so CI reads its stored output)."""
+import json, re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT / 'nbs'
+
+
+def _text(nb, kind):
+    cells = json.loads((NBS / nb).read_text(encoding='utf-8'))['cells']
+    if kind == 'outputs':
+        return ''.join(''.join(o.get('text', '')) for c in cells if c['cell_type'] == 'code' for o in c['outputs'])
+    return '\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'markdown')
+
+
+def stored_scores():
+    out = _text('12_quality.ipynb', 'outputs')
+    main = re.search(r'main job \(32 px\)\s+FD_OM\s+([\d.]+)\s+floor at 32 px\s+([\d.]+)\s+ratio\s+([\d.]+)', out)
+    shipped = re.search(r'pretrained openmoji64 \(64 px\)\s+FD_OM\s+([\d.]+)\s+floor at 64 px\s+([\d.]+)', out)
+    assert main and shipped, 'the quality notebook has no stored scores of the main job and the shipped model'
+    return main.groups(), shipped.groups()
+
+
+def test_every_page_quotes_the_stored_scores():
+    (main, floor32, ratio), (shipped, floor64) = stored_scores()
+    readme, index = (ROOT / 'README.md').read_text(encoding='utf-8'), _text('index.ipynb', 'markdown')
+    card = (ROOT / 'hdit_edu' / 'pretrained' / 'MODEL_CARD.md').read_text(encoding='utf-8')
+    for name, text in [('README.md', readme), ('index.ipynb', index)]:
+        assert f'score {shipped}' in text and f'score {floor64}' in text, name
+        assert f'scores {main} against a 32 px floor of {floor32}' in text, name
+    assert f'| {shipped} |' in card and f'| {floor64} |' in card
+    assert f'FD<sub>OM</sub> {main}' in _text('13_cli.ipynb', 'markdown')
+    assert f'main job at {float(ratio):.1f}×' in _text('09_first_model.ipynb', 'markdown')
+    quality = _text('12_quality.ipynb', 'markdown')
+    assert f'| {main} | {floor32} (32 px) |' in quality and f'| {shipped} | {floor64} (64 px) |' in quality
