@@ -86,22 +86,26 @@ def make_attention_block(kind, d_model, d_head, cond_features, kernel_size=7, wi
 
 # %% ../nbs/04_blocks.ipynb #7b486c8e
 class TransformerLayer(nn.Module):
-    "An attention block (optional) then a GEGLU feed-forward block."
-    def __init__(self, d_model, d_ff, cond_features, self_attn=None, dropout=0.0):
+    """An attention block (optional), a cross-attention block that reads text (optional, see the text page),
+    then a GEGLU feed-forward block."""
+    def __init__(self, d_model, d_ff, cond_features, self_attn=None, dropout=0.0, cross_attn=None):
         super().__init__()
         if self_attn is not None: self.self_attn = self_attn
+        if cross_attn is not None: self.cross_attn = cross_attn
         self.ff = FeedForwardBlock(d_model, d_ff, cond_features, dropout)
 
-    def forward(self, x, pos, cond):
+    def forward(self, x, pos, cond, text=None):
+        "`text`: None, or `(tokens [b, L, d_text], mask [b, L])` for the cross-attention block."
         if hasattr(self, 'self_attn'): x = self.self_attn(x, pos, cond)
+        if hasattr(self, 'cross_attn'): x = self.cross_attn(x, *text, cond)
         return self.ff(x, cond)
 
 # %% ../nbs/04_blocks.ipynb #22a24757
 class Level(nn.ModuleList):
     "A stack of layers run in sequence at one resolution."
     def __init__(self, layers): super().__init__(layers)
-    def forward(self, x, pos, cond):
-        for layer in self: x = layer(x, pos, cond)
+    def forward(self, x, pos, cond, text=None):
+        for layer in self: x = layer(x, pos, cond, text)
         return x
 
 # %% ../nbs/04_blocks.ipynb #4db451fe

@@ -20,7 +20,8 @@ from .data import image_grid
 from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int, _minutes, _cfg_scale, _count, _fraction, _ema_power,
                                     _threads, _device, _set_threads, _dataset, _attention_line,
                                     _mismatch_message, _check_out_folder, _write_error,
-                                    _image_tensor, _mask_tensor, _load_denoiser, _check_class, _save_edit)
+                                    _image_tensor, _mask_tensor, _load_denoiser, _check_class, _prompts, _save_edit)
+from .text import WordTokenizer
 
 # %% auto #0
 __all__ = ['build_parser', 'train_command', 'sample_command', 'inpaint_command', 'img2img_command', 'main']
@@ -29,7 +30,8 @@ __all__ = ['build_parser', 'train_command', 'sample_command', 'inpaint_command',
 def _data_options(t):
     d = t.add_argument_group('data')
     d.add_argument('--data', default='openmoji',
-                   help="'openmoji', an image folder, or a Hugging Face dataset name")
+                   help="'openmoji', 'openmoji-text' (every named emoji with its caption: a text model), an image "
+                        "folder, or a Hugging Face dataset name")
     d.add_argument('--subset', default='default', help="OpenMoji groups: 'default', 'all' or a group name")
     d.add_argument('--limit', type=_positive_int, default=None, help='use at most this many images')
     d.add_argument('--size', type=_positive_int, default=32, help='image side in pixels (a multiple of 16)')
@@ -96,6 +98,8 @@ def _sample_options(s):
     s.add_argument('--sampler', default='dpmpp_3m_sde', choices=sorted(SAMPLERS), help='sampling method')
     s.add_argument('--class', dest='class_label', type=int, default=None,
                    help='class index for every sample (default: cycle over the classes)')
+    s.add_argument('--prompt', action='append', default=None,
+                   help="what a text model should draw, e.g. 'fox'; repeat it for several (they cycle over --n)")
     s.add_argument('--cfg-scale', type=_cfg_scale, default=1., help='classifier-free guidance (1: none)')
     s.add_argument('--nrow', type=_positive_int, default=None, help='images per row (default: about square)')
     _run_options(s)
@@ -109,6 +113,7 @@ def _edit_options(e, out:str):
     e.add_argument('--seed', type=int, default=0, help='seed of the noise')
     e.add_argument('--class', dest='class_label', type=int, default=None,
                    help="class index to paint or turn the image into (default: 'no class')")
+    e.add_argument('--prompt', action='append', default=None, help="what a text model should paint, e.g. 'fox'")
     e.add_argument('--cfg-scale', type=_cfg_scale, default=1., help='classifier-free guidance (1: none)')
     _run_options(e)
     e.add_argument('--out', default=out, help='output image file')
@@ -149,8 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _build_trainer(args) -> Trainer:
     "Data set, model and `Trainer` for `hdit-edu train`'s options."
     ds = _dataset(args)
-    cfg = small_hdit_config(args.size, num_classes=ds.num_classes, width=args.width,
-                            depths=tuple(args.depths), attention=args.attention)
+    text = {} if ds.texts is None else dict(text_vocab=WordTokenizer.from_captions(ds.texts).vocab)
+    cfg = small_hdit_config(args.size, num_classes=0 if text else ds.num_classes, width=args.width,
+                            depths=tuple(args.depths), attention=args.attention, **text)
     torch.manual_seed(args.seed)
     model = HDiT(cfg)
     return Trainer(model, ds, TrainConfig(
@@ -172,7 +178,8 @@ def train_command(args) -> Trainer:
     trainer = _build_trainer(args)
     acc, ds, n = trainer.accelerator, trainer.dataset, sum(p.numel() for p in trainer.model.parameters())
     if acc.is_main_process:
-        print(f'hdit-edu train: {len(ds)} images at {args.size}px, {ds.num_classes} classes; HDiT with '
+        what = 'captions' if ds.texts is not None else f'{ds.num_classes} classes'
+        print(f'hdit-edu train: {len(ds)} images at {args.size}px, {what}; HDiT with '
               f'{n / 1e6:.2f}M parameters; global batch {args.batch_size} on {acc.num_processes} '
               f'process(es), {acc.device}, mixed precision {acc.mixed_precision}, {threads} CPU thread(s); '
               f'output {args.out}', flush=True)
@@ -197,7 +204,7 @@ def sample_command(args):
     "`hdit-edu sample`: load a model from `args.checkpoint`, sample `args.n` images, save their grid."
     model, den, device = _load_denoiser(args)
     k = model.num_classes
-    _check_class(args, k)
+    _check_class(args, k, model.text_encoder is not None)
     labels = None
     if k: labels = torch.full((args.n,), args.class_label, device=device) if args.class_label is not None \
                    else torch.arange(args.n, device=device) % k
@@ -206,7 +213,7 @@ def sample_command(args):
     with torch.no_grad():
         x = sample(den, args.n, (h, w), channels=model.config.input_channels, sampler=args.sampler,
                    steps=args.steps, class_cond=labels, cfg_scale=args.cfg_scale, seed=args.seed,
-                   device=device)
+                   device=device, prompt=_prompts(args, args.n))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     image_grid(x.float().clamp(-1, 1).cpu(), nrow=args.nrow or max(1, round(args.n ** 0.5))).save(args.out)
     print(f'Wrote {args.n} samples ({h}x{w}, {args.sampler}, {args.steps} steps, seed {args.seed}) to '
@@ -217,12 +224,12 @@ def sample_command(args):
 def inpaint_command(args) -> torch.Tensor:
     "`hdit-edu inpaint`: paint `args.image` where `args.mask` is white, keep the rest, save to `args.out`."
     model, den, device = _load_denoiser(args)
-    _check_class(args, model.num_classes)
+    _check_class(args, model.num_classes, model.text_encoder is not None)
     size = tuple(model.config.input_size)
     image, mask = _image_tensor(args.image, size), _mask_tensor(args.mask, size)
     t0 = time.time()
     x = inpaint(den, image, mask, steps=args.steps, seed=args.seed, resample=args.resample,
-                class_cond=args.class_label, cfg_scale=args.cfg_scale, device=device)
+                class_cond=args.class_label, cfg_scale=args.cfg_scale, device=device, prompt=_prompts(args, 1))
     _save_edit(x, args, f'{int(mask.sum())} of {mask.numel()} pixels painted, resample {args.resample}', t0)
     return x
 
@@ -233,10 +240,10 @@ def img2img_command(args) -> torch.Tensor:
         raise ValueError(f'--sigma-start must lie in (0.01, 80], got {args.sigma_start}: '
                          'about 1-5 keeps the layout, 80 forgets the image')
     model, den, device = _load_denoiser(args)
-    _check_class(args, model.num_classes)
+    _check_class(args, model.num_classes, model.text_encoder is not None)
     image, t0 = _image_tensor(args.image, tuple(model.config.input_size)), time.time()
     x = img2img(den, image, sigma_start=args.sigma_start, steps=args.steps, seed=args.seed,
-                class_cond=args.class_label, cfg_scale=args.cfg_scale, device=device)
+                class_cond=args.class_label, cfg_scale=args.cfg_scale, device=device, prompt=_prompts(args, 1))
     _save_edit(x, args, f'from sigma {args.sigma_start:g}', t0)
     return x
 

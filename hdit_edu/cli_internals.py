@@ -16,8 +16,8 @@ from . import neighborhood
 from .training import (Trainer, ConfigMismatchError, auto_threads, list_checkpoints, load_checkpoint_model,
                                checkpoint_sigma_data, _model_config, _jsonable)
 from .diffusion import Denoiser
-from .data import (ImageDataset, openmoji_dataset, image_folder_dataset, load_hf_dataset, pil_to_tensor,
-                           tensor_to_pil, to_rgb)
+from .data import (ImageDataset, openmoji_dataset, openmoji_text_dataset, image_folder_dataset,
+                           load_hf_dataset, pil_to_tensor, tensor_to_pil, to_rgb)
 
 # %% auto #0
 __all__ = []
@@ -112,6 +112,9 @@ def _folder(args):
 
 def _dataset(args):
     "The training images as an `ImageDataset` (flips are drawn by the trainer)."
+    if args.data == 'openmoji-text':                      # every named emoji with its caption: a text model
+        return ImageDataset(openmoji_text_dataset(args.size, limit=args.limit), args.size, hflip=False,
+                            text_column='text')
     if args.data == 'openmoji': hf = openmoji_dataset(args.size, subset=args.subset, limit=args.limit)
     else:
         p = Path(args.data).expanduser()
@@ -233,14 +236,22 @@ def _load_denoiser(args):
     print(_attention_line(model.config.levels[0].attention, device), flush=True)
     return model, Denoiser(model, sigma_data=checkpoint_sigma_data(args.checkpoint)), device
 
-def _check_class(args, k:int):
-    "`--class` and `--cfg-scale` checked against a model with `k` classes (0: unconditional)."
+def _check_class(args, k:int, text:bool=False):
+    "`--class`, `--prompt` and `--cfg-scale` checked against a model with `k` classes (0: none), `text` or not."
     if args.class_label is not None and not 0 <= args.class_label < max(k, 1):
         raise ValueError(f'--class must be in [0, {k}) for this model' if k else
-                         '--class needs a class-conditional model; this one is unconditional')
-    if args.cfg_scale != 1 and not k:
-        raise ValueError('--cfg-scale needs a class-conditional model; this one is unconditional: '
+                         '--class needs a class-conditional model; this one has no classes' +
+                         (': describe the picture with --prompt instead' if text else ''))
+    if getattr(args, 'prompt', None) and not text:
+        raise ValueError('--prompt needs a text model (e.g. --checkpoint openmoji-text); this one reads no text' +
+                         (': pick a class with --class' if k else ''))
+    if args.cfg_scale != 1 and not k and not text:
+        raise ValueError('--cfg-scale needs a class-conditional or text model; this one is unconditional: '
                          'leave it at 1')
+
+def _prompts(args, n:int):
+    "The `--prompt` values cycled over `n` images (None when there are none: the empty prompt)."
+    return None if not args.prompt else [args.prompt[i % len(args.prompt)] for i in range(n)]
 
 def _save_edit(x, args, what:str, t0:float):
     "Save the edited image `x[0]` as `args.out` and say so in one line."

@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['OPENMOJI_CREDIT', 'OPENMOJI_GROUPS', 'DEFAULT_GROUPS', 'HUB_TIMEOUT', 'IMAGE_EXTENSIONS', 'UNLABELED', 'openmoji_dir',
-           'openmoji_codes', 'emoji_chars', 'openmoji_group', 'render_emoji', 'openmoji_dataset', 'standardize_columns',
-           'load_hf_dataset', 'image_folder_dataset', 'to_rgb', 'resize_shorter', 'center_crop', 'pil_to_tensor',
-           'tensor_to_pil', 'image_transform', 'ImageDataset', 'image_grid', 'show_images']
+           'openmoji_codes', 'emoji_chars', 'openmoji_group', 'render_emoji', 'openmoji_dataset', 'emoji_name',
+           'openmoji_text_dataset', 'standardize_columns', 'load_hf_dataset', 'image_folder_dataset', 'to_rgb',
+           'resize_shorter', 'center_crop', 'pil_to_tensor', 'tensor_to_pil', 'image_transform', 'ImageDataset',
+           'image_grid', 'show_images']
 
 # %% ../nbs/appendix_data.ipynb #e550aba3
 import os, math, functools, random, contextlib
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 import datasets
+from .text import names_a_side
 
 # %% ../nbs/appendix_data.ipynb #4a24b02d
 OPENMOJI_CREDIT = "OpenMoji – the open-source emoji and icon project, CC BY-SA 4.0 (https://openmoji.org)"
@@ -139,6 +141,46 @@ def _openmoji_dataset(size, groups, limit, background):
                     f"Emoji by {OPENMOJI_CREDIT}.",
         license='CC BY-SA 4.0', homepage='https://openmoji.org', features=features)
     return datasets.Dataset.from_dict({'image': images, 'label': labels, 'hexcode': hexcodes},
+                                      features=features, info=info)
+
+# %% ../nbs/appendix_data.ipynb #e06c77ce
+def emoji_name(hexcode:str) -> str|None:
+    """The English name of an emoji as a caption (the `emoji` package's CLDR name, colons stripped, underscores
+    as spaces, lower case): `'1F98A'` -> 'fox'; None for an emoji it does not name (OpenMoji's own extras)."""
+    try: from emoji import EMOJI_DATA
+    except ImportError as e:
+        raise ImportError("emoji names need the `emoji` package: `pip install emoji`.") from e
+    ch = emoji_chars(hexcode)
+    d = EMOJI_DATA.get(ch) or EMOJI_DATA.get(ch + '\ufe0f') or EMOJI_DATA.get(ch.replace('\ufe0f', ''))
+    return None if d is None else d['en'].strip(':').replace('_', ' ').lower()
+
+def openmoji_text_dataset(size:int=32, limit:int|None=None, background=(255, 255, 255)) -> datasets.Dataset:
+    """Every OpenMoji emoji that has an English name, rendered at `size`×`size`: columns `image`, `text` (the
+    caption, e.g. 'thumbs up dark skin tone'), `hexcode` and `label` (its group, as in `openmoji_dataset`)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of images or None, got {limit}.")
+    return _openmoji_text_dataset(int(size), limit, _check_rgb(background))
+
+@functools.lru_cache(maxsize=4)
+def _openmoji_text_dataset(size, limit, background):
+    chosen = [c for c in openmoji_codes() if emoji_name(c) is not None]
+    if limit is not None and limit < len(chosen):
+        keep = set(random.Random(0).sample(chosen, limit))
+        chosen = [c for c in chosen if c in keep]
+    images, texts, hexcodes, labels = [], [], [], []
+    for c in chosen:
+        try: im = render_emoji(c, size, background)
+        except ValueError: continue   # not a single visible glyph in this font: leave it out
+        images.append(im); texts.append(emoji_name(c)); hexcodes.append(c)
+        labels.append(OPENMOJI_GROUPS.index(openmoji_group(c)))
+    features = datasets.Features({'image': datasets.Image(), 'text': datasets.Value('string'),
+                                  'hexcode': datasets.Value('string'),
+                                  'label': datasets.ClassLabel(names=list(OPENMOJI_GROUPS))})
+    info = datasets.DatasetInfo(
+        description=f"OpenMoji emoji with English names (the `emoji` package), rendered at {size}x{size} px. "
+                    f"Emoji by {OPENMOJI_CREDIT}.", license='CC BY-SA 4.0', homepage='https://openmoji.org',
+        features=features)
+    return datasets.Dataset.from_dict({'image': images, 'text': texts, 'hexcode': hexcodes, 'label': labels},
                                       features=features, info=info)
 
 # %% ../nbs/appendix_data.ipynb #7d576a7d
@@ -364,8 +406,14 @@ class ImageDataset(torch.utils.data.Dataset):
     label `UNLABELED` (-1) if none."""
     def __init__(self, hf_dataset:datasets.Dataset, size:int, hflip:bool=True, seed:int=0,
                  image_column:str|None=None, label_column:str|None=None, preload:bool|None=None,
-                 preload_max:int=20_000):
+                 preload_max:int=20_000, text_column:str|None=None):
         if size < 1: raise ValueError(f"size must be a positive number of pixels, got {size}.")
+        self.texts = None                 # with `text_column`: items are (image, caption) for a text model
+        if text_column is not None:
+            cols = list(getattr(hf_dataset, 'column_names', None) or [])
+            if text_column not in cols:
+                raise ValueError(f"no text column {text_column!r}; the dataset has columns {cols}.")
+            self.texts = [str(t) for t in hf_dataset[text_column]]
         self.ds = standardize_columns(hf_dataset, image_column, label_column)
         self.size, self.hflip, self.seed, self.epoch = int(size), bool(hflip), int(seed), 0
         lab = self.ds.features.get('label')
@@ -393,11 +441,13 @@ class ImageDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {i} out of range for {len(self)} images.")
         i %= len(self)
         x = self.images[i] if self.images is not None else self._load(i)
-        if self.hflip and _flip_bit(self.seed, self.epoch, i): x = x.flip(-1)
-        return x.float() / 127.5 - 1, int(self.labels[i])
+        side = self.texts is not None and names_a_side(self.texts[i])    # 'left-facing fist' must stay left
+        if self.hflip and not side and _flip_bit(self.seed, self.epoch, i): x = x.flip(-1)
+        return x.float() / 127.5 - 1, (self.texts[i] if self.texts is not None else int(self.labels[i]))
 
     def __repr__(self):
-        return (f"ImageDataset({len(self)} images, {self.size}px, {self.num_classes or 'no'} classes, "
+        what = 'captions' if self.texts is not None else f"{self.num_classes or 'no'} classes"
+        return (f"ImageDataset({len(self)} images, {self.size}px, {what}, "
                 f"hflip={self.hflip}, preloaded={self.images is not None})")
 
 # %% ../nbs/appendix_data.ipynb #39c2d9a2

@@ -9,7 +9,8 @@ __all__ = ['KnownPixels', 'inpaint', 'img2img']
 import torch
 from torch import nn
 from .sampling import (SAMPLERS, CFGDenoiser, get_sigmas_karras, _as_denoiser, _num_classes,
-                               _device_of, _class_tensor, _image_shape)
+                               _device_of, _class_tensor, _text_tensor, _image_shape, _eval_mode)
+from .fast_attention import cpu_threads
 
 # %% ../nbs/10_editing.ipynb #cb530f19
 def _check_image(image, size=None, channels=None):
@@ -59,14 +60,19 @@ class KnownPixels(nn.Module):
         return torch.where(self.mask, self.inner(x, sigma, **kwargs), self.image)
 
 # %% ../nbs/10_editing.ipynb #6ba18e9c
-def _guided(den, class_cond, cfg_scale, n, device):
-    "The denoiser with guidance and the class labels; a class-conditional model gets 'no class' by default."
+def _guided(den, class_cond, cfg_scale, n, device, prompt=None):
+    """The denoiser with guidance and its conditioning; a class-conditional model gets 'no class' by default, a
+    text model the `prompt` (None: the empty prompt)."""
     k = _num_classes(den)
     c = _class_tensor(k if k and class_cond is None else class_cond, n, k, device)
+    text = _text_tensor(den, prompt, n, device)
     if cfg_scale != 1.:
-        if k == 0: raise ValueError("cfg_scale != 1 needs a class-conditional model: leave cfg_scale=1.")
-        den = CFGDenoiser(den, cfg_scale, k)
-    return den, ({} if c is None else {'class_cond': c})
+        if k == 0 and text is None:
+            raise ValueError("cfg_scale != 1 needs a class-conditional or text model: leave cfg_scale=1.")
+        den = CFGDenoiser(den, cfg_scale, k, text is not None)
+    extra = {} if c is None else {'class_cond': c}
+    if text is not None: extra['text'] = text
+    return den, extra
 
 def _prepare(denoiser, image, steps, sampler, device):
     "Checked denoiser, device and image for `inpaint` and `img2img`."
@@ -83,13 +89,21 @@ def _prepare(denoiser, image, steps, sampler, device):
 @torch.no_grad()
 def inpaint(denoiser, image, mask, steps:int=25, seed:int=0, sampler:str='euler', resample:int=1,
             class_cond=None, cfg_scale:float=1., sigma_min:float=1e-2, sigma_max:float=80., rho:float=7.,
-            device=None, callback=None, **sampler_kwargs):
-    "Paint the pixels where `mask` is True; the others come back exactly as in `image` ([-1, 1])."
+            device=None, callback=None, prompt=None, threads:int=None, **sampler_kwargs):
+    """Paint the pixels where `mask` is True; the others come back exactly as in `image` ([-1, 1]).
+    A text model paints what `prompt` says (one string, or one per image)."""
     den, device, y = _prepare(denoiser, image, steps, sampler, device)
     m = _check_mask(mask, y)
     if not (isinstance(resample, int) and resample >= 1):
         raise ValueError(f"resample must be a whole number >= 1 (1: replacement only), got {resample}.")
-    den, extra = _guided(den, class_cond, cfg_scale, len(y), device)
+    den, extra = _guided(den, class_cond, cfg_scale, len(y), device, prompt)
+    with cpu_threads(threads, device), _eval_mode(den):
+        return _inpaint_run(den, y, m, steps, seed, sampler, resample, extra, sigma_min, sigma_max, rho, device,
+                            callback, sampler_kwargs)
+
+def _inpaint_run(den, y, m, steps, seed, sampler, resample, extra, sigma_min, sigma_max, rho, device, callback,
+                 sampler_kwargs):
+    "The sampling loop of `inpaint`, on checked inputs."
     gen = torch.Generator(device).manual_seed(seed)
     den, run = KnownPixels(den, y, m, gen), SAMPLERS[sampler]
     sigmas = get_sigmas_karras(steps, sigma_min, sigma_max, rho, device)
@@ -109,16 +123,18 @@ def inpaint(denoiser, image, mask, steps:int=25, seed:int=0, sampler:str='euler'
 @torch.no_grad()
 def img2img(denoiser, image, sigma_start:float=2., steps:int=25, seed:int=0, sampler:str='euler',
             class_cond=None, cfg_scale:float=1., sigma_min:float=1e-2, sigma_max:float=80., rho:float=7.,
-            device=None, callback=None, **sampler_kwargs):
-    "SDEdit: noise `image` ([-1, 1]) to `sigma_start`, then denoise it with `steps` sampler steps."
+            device=None, callback=None, prompt=None, threads:int=None, **sampler_kwargs):
+    """SDEdit: noise `image` ([-1, 1]) to `sigma_start`, then denoise it with `steps` sampler steps
+    (towards `prompt` for a text model)."""
     den, device, y = _prepare(denoiser, image, steps, sampler, device)
     if not sigma_min < sigma_start <= sigma_max:                        # also refuses NaN
         raise ValueError(f"sigma_start must lie in (sigma_min, sigma_max] = ({sigma_min:g}, {sigma_max:g}], "
                          f"got "
                          f"{sigma_start}: about 1-5 keeps the layout, {sigma_max:g} forgets the image.")
-    den, extra = _guided(den, class_cond, cfg_scale, len(y), device)
-    gen = torch.Generator(device).manual_seed(seed)
-    sigmas = get_sigmas_karras(steps, sigma_min, sigma_start, rho, device)
-    x = y + torch.randn(y.shape, generator=gen, device=device, dtype=y.dtype) * sigma_start
-    return SAMPLERS[sampler](den, x, sigmas, extra_args=extra, callback=callback, generator=gen,
-                             **sampler_kwargs)
+    den, extra = _guided(den, class_cond, cfg_scale, len(y), device, prompt)
+    with cpu_threads(threads, device), _eval_mode(den):
+        gen = torch.Generator(device).manual_seed(seed)
+        sigmas = get_sigmas_karras(steps, sigma_min, sigma_start, rho, device)
+        x = y + torch.randn(y.shape, generator=gen, device=device, dtype=y.dtype) * sigma_start
+        return SAMPLERS[sampler](den, x, sigmas, extra_args=extra, callback=callback, generator=gen,
+                                 **sampler_kwargs)

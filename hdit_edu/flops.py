@@ -9,6 +9,7 @@ __all__ = ['flop_breakdown', 'count_flops']
 import torch
 from torch import nn
 from .attention import AttentionBlock
+from .text import CrossAttentionBlock, TextSelfAttention
 from .model import HDiT
 
 # %% ../nbs/06_flops.ipynb #e17a0398
@@ -45,9 +46,19 @@ def flop_breakdown(model:HDiT, input_shape, batch_size=1):
                 add((g, 'attention'), inp[0].shape[0] * mod.attention_macs(*inp[0].shape[-3:-1]))
             hooks.append(m.register_forward_hook(attention_macs))
             m.attend = _attend_shape_only; stand_ins.append(m)   # its cost is attention_macs: skip running it
+        elif isinstance(m, (CrossAttentionBlock, TextSelfAttention)):   # text: counted at the longest prompt
+            def text_macs(mod, inp, out, g=group):
+                if isinstance(mod, CrossAttentionBlock):
+                    x, text = inp[0], inp[1]
+                    add((g, 'attention'), x.shape[0] * mod.attention_macs(*x.shape[-3:-1], text.shape[1]))
+                else:
+                    b, L, d = inp[0].shape
+                    add((g, 'attention'), b * 2 * L * L * d)
+            hooks.append(m.register_forward_hook(text_macs))
     kw, n = dict(device='meta'), batch_size
     cond = dict(class_cond=torch.zeros(n, dtype=torch.long, **kw) if cfg.num_classes else None,
                 mapping_cond=torch.zeros(n, cfg.mapping_cond_dim, **kw) if cfg.mapping_cond_dim else None)
+    if cfg.text_vocab is not None: cond['text'] = torch.ones(n, cfg.text_max_len + 1, dtype=torch.long, **kw)
     try:
         with torch.no_grad(): model(torch.zeros(n, c, h, w, **kw), torch.ones(n, **kw), **cond)
     finally:

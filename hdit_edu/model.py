@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from .patching import TokenMerge, TokenSplit, TokenSplitWithoutSkip, make_axial_pos, downscale_pos, _pair
 from .attention import RMSNorm, AdaRMSNorm
 from .blocks import FourierFeatures, MappingNetwork, TransformerLayer, Level, make_attention_block
+from .text import WordTokenizer, TextEncoder, CrossAttentionBlock
 from .model_files import (check_level, check_config, check_inputs, config_table, config_from_k_diffusion,
                                   _load_weights)
 
@@ -33,25 +34,28 @@ class HDiT(nn.Module):
         super().__init__()
         self._build(HDiTConfig.from_dict(config) if isinstance(config, dict) else config)   # the parts: below
 
-    def forward(self, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None):
-        "Network output (shaped like `x`) for scaled noisy images `x` `[b, c, h, w]` at noise levels `sigma`."
-        sigma, class_cond = check_inputs(self, x, sigma, class_cond, mapping_cond, aug_cond)  # shapes; [b]
+    def forward(self, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
+        """Network output (shaped like `x`) for scaled noisy images `x` `[b, c, h, w]` at noise levels `sigma`;
+        a text model also reads `text`, token ids `[b, L]` from `model.tokenize(prompts)` (the text page)."""
+        sigma, class_cond = check_inputs(self, x, sigma, class_cond, mapping_cond, aug_cond, text)  # shapes
         # 1. patching: pixels [b, c, H, W] -> tokens [b, H/p, W/p, width], and the tokens' positions
         x = self.patch_in(x.movedim(-3, -1))
         pos = make_axial_pos(x.shape[-3], x.shape[-2], device=x.device)
-        # 2. conditioning: noise level (+ class, ...) -> one vector per image, read by every layer
-        cond = self.conditioning(sigma, class_cond, mapping_cond, aug_cond)
+        # 2. conditioning: noise level (+ class, text, ...) -> one vector per image, read by every layer
+        text = None if text is None else self.text_encoder(text)    # (tokens, mask, pooled) or None
+        cond = self.conditioning(sigma, class_cond, mapping_cond, aug_cond, text)
+        text = None if text is None else text[:2]                   # what cross-attention reads
         # 3. down: at every level but the last, run its layers, keep a skip, merge 2x2 tokens into one
         skips, poses = [], []
         for level, merge in zip(self.down_levels, self.merges):
-            x = level(x, pos, cond)
+            x = level(x, pos, cond, text)
             skips.append(x); poses.append(pos)
             x, pos = merge(x), downscale_pos(pos)
         # 4. middle: the coarsest level, where global attention is affordable
-        x = self.mid_level(x, pos, cond)
+        x = self.mid_level(x, pos, cond, text)
         # 5. up: split every token into 2x2, lerp with the skip, run the level's second stack of layers
         for level, split, skip, pos in reversed(list(zip(self.up_levels, self.splits, skips, poses))):
-            x = level(split(x, skip), pos, cond)
+            x = level(split(x, skip), pos, cond, text)
         # 6. unpatching: RMSNorm, a linear layer to p*p*c numbers per token, tokens back to pixels
         return self.patch_out(self.out_norm(x)).movedim(-1, -3)
 
@@ -90,6 +94,13 @@ class HDiTConfig:
     mapping_cond_dim: int = 0         # size of an optional extra conditioning vector
     mapping_dropout: float = 0.0
     class_names: list = None          # optional names of the classes (saved with the model)
+    text_vocab: list = None           # words of a text-conditional model (None: no text; see the text page)
+    text_width: int = 128             # the text encoder: width, layers, longest prompt in words, head size
+    text_depth: int = 2
+    text_max_len: int = 16
+    text_d_head: int = 32
+    cross_attention: list = None      # levels (indices) whose layers read the text; None: every level
+    text_pooled: bool = True          # also add the pooled text vector to the mapping network's input
 
     def __post_init__(self):
         self.levels = [lv if isinstance(lv, LevelConfig) else LevelConfig(**lv) for lv in self.levels]
@@ -108,6 +119,13 @@ def stride(self:HDiTConfig):
     "Pixels per token at the coarsest level, per axis: image sizes must be multiples of this."
     f = 2 ** (len(self.levels) - 1)
     return (self.patch_size[0] * f, self.patch_size[1] * f)
+
+# %% ../nbs/05_model.ipynb #ec81f236
+@patch(as_prop=True)
+def cross_attention_levels(self:HDiTConfig):
+    "Indices of the levels whose layers read the text: none without text, else `cross_attention` (None: all)."
+    if self.text_vocab is None: return ()
+    return tuple(range(len(self.levels))) if self.cross_attention is None else tuple(self.cross_attention)
 
 # %% ../nbs/05_model.ipynb #6a2d1bca
 @patch
@@ -181,36 +199,45 @@ def _build_mapping(self:HDiT, config:HDiTConfig):
     extra = config.mapping_cond_dim
     self.mapping_cond_in_proj = nn.Linear(extra, mw, bias=False) if extra else None
     self.mapping = MappingNetwork(config.mapping_depth, mw, config.mapping_d_ff, config.mapping_dropout)
+    self.text_encoder = self.text_pooled_in_proj = None
+    if config.text_vocab is not None:
+        self.text_encoder = TextEncoder(len(self.tokenizer), config.text_width, config.text_depth,
+                                        config.text_max_len, config.text_d_head)
+        if config.text_pooled: self.text_pooled_in_proj = nn.Linear(config.text_width, mw, bias=False)
 
 @patch
-def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=None):
-    "The conditioning vector `cond` `[b, mapping_width]` for noise levels `sigma` `[b]` (+ class, ...)."
+def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
+    "The conditioning vector `cond` `[b, mapping_width]` for noise levels `sigma` `[b]` (+ class, text, ...)."
     c_noise = torch.log(sigma) / 4
     emb = self.time_in_proj(self.time_emb(c_noise[:, None]))
     if aug_cond is None: aug_cond = sigma.new_zeros([sigma.shape[0], 9])        # not augmented
     emb = emb + self.aug_in_proj(self.aug_emb(aug_cond.to(emb.dtype)))
     if self.class_emb is not None: emb = emb + self.class_emb(class_cond)
     if self.mapping_cond_in_proj is not None: emb = emb + self.mapping_cond_in_proj(mapping_cond)
+    if self.text_pooled_in_proj is not None: emb = emb + self.text_pooled_in_proj(text[2])   # pooled text
     return self.mapping(emb)
 
 # %% ../nbs/05_model.ipynb #416c1264
 @patch
-def _make_layer(self:HDiT, lv:LevelConfig, index, mapping_width):
-    "Transformer layer number `index` of a level `lv` (odd layers shift their windows)."
+def _make_layer(self:HDiT, lv:LevelConfig, index, mapping_width, text_width=0):
+    "Transformer layer number `index` of a level `lv` (odd layers shift their windows; text_width: cross-attention)."
     shift = lv.window_size // 2 if index % 2 else 0
     attn = make_attention_block(lv.attention, lv.width, lv.d_head, mapping_width, lv.kernel_size,
                                 lv.window_size, shift, lv.dropout)
-    return TransformerLayer(lv.width, lv.d_ff, mapping_width, attn, lv.dropout)
+    cross = CrossAttentionBlock(lv.width, text_width, lv.d_head, mapping_width, lv.dropout) if text_width else None
+    return TransformerLayer(lv.width, lv.d_ff, mapping_width, attn, lv.dropout, cross)
 
 @patch
 def _build_levels(self:HDiT, config:HDiTConfig):
     "A down and an up stack for every level but the last, and the middle stack for the last."
     levels, mw = config.levels, config.mapping_width
+    reads = config.cross_attention_levels                 # levels whose layers read the text (none without text)
+    tw = [config.text_width if i in reads else 0 for i in range(len(levels))]
     self.down_levels, self.up_levels = nn.ModuleList(), nn.ModuleList()
-    for lv in levels[:-1]:
-        self.down_levels.append(Level([self._make_layer(lv, i, mw) for i in range(lv.depth)]))
-        self.up_levels.append(Level([self._make_layer(lv, lv.depth + i, mw) for i in range(lv.depth)]))
-    self.mid_level = Level([self._make_layer(levels[-1], i, mw) for i in range(levels[-1].depth)])
+    for j, lv in enumerate(levels[:-1]):
+        self.down_levels.append(Level([self._make_layer(lv, i, mw, tw[j]) for i in range(lv.depth)]))
+        self.up_levels.append(Level([self._make_layer(lv, lv.depth + i, mw, tw[j]) for i in range(lv.depth)]))
+    self.mid_level = Level([self._make_layer(levels[-1], i, mw, tw[-1]) for i in range(levels[-1].depth)])
 
 # %% ../nbs/05_model.ipynb #d9b68b22
 @patch
@@ -228,6 +255,24 @@ def _build(self:HDiT, config:HDiTConfig):
     self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
     nn.init.zeros_(self.patch_out.proj.weight)
 
+# %% ../nbs/05_model.ipynb #890658be
+@patch(as_prop=True)
+def tokenizer(self:HDiT):
+    "The `WordTokenizer` of a text model (its words live in the config, so they travel with it); None without."
+    cfg = self.config
+    if cfg.text_vocab is None: return None
+    if self.__dict__.get('_tokenizer') is None:
+        self.__dict__['_tokenizer'] = WordTokenizer(cfg.text_vocab, cfg.text_max_len)
+    return self.__dict__['_tokenizer']
+
+@patch
+def tokenize(self:HDiT, prompts, warn:bool=True):
+    "Token ids `[n, text_max_len + 1]` of a prompt or a list of prompts, on the model's device ('': unconditional)."
+    if self.tokenizer is None:
+        raise ValueError("this model reads no text (it was built without text_vocab): drop the prompt, or train "
+                         "a text model (the text page, or `hdit-edu train --data openmoji-text`).")
+    return self.tokenizer.encode(prompts, warn).to(self.time_emb.weight.device)
+
 # %% ../nbs/05_model.ipynb #0d25ef77
 @patch(cls_method=True)
 def from_k_diffusion(cls:HDiT, config:dict, state_dict=None):
@@ -236,29 +281,31 @@ def from_k_diffusion(cls:HDiT, config:dict, state_dict=None):
     return model if state_dict is None else _load_weights(model, state_dict)
 
 # %% ../nbs/05_model.ipynb #9566cbd3
-def _attention_layers(model):
+def _attention_layers(model, kind='self_attn'):
     "(stage, level, layer index, attention block) for every attention layer, in forward order."
     L = len(model.config.levels)
     out = [('down', i, j, layer) for i, lvl in enumerate(model.down_levels) for j, layer in enumerate(lvl)]
     out += [('mid', L - 1, j, layer) for j, layer in enumerate(model.mid_level)]
     ups = reversed(list(enumerate(model.up_levels)))
     out += [('up', i, j, layer) for i, lvl in ups for j, layer in enumerate(lvl)]
-    return [(s, i, j, getattr(layer, 'self_attn')) for s, i, j, layer in out if hasattr(layer, 'self_attn')]
+    return [(s, i, j, getattr(layer, kind)) for s, i, j, layer in out if hasattr(layer, kind)]
 
 @patch
-def attention_maps(self:HDiT, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None):
-    "Exact attention weights of every attention layer: dicts of stage, level, layer, kind, token_hw, weights."
-    layers = _attention_layers(self)
+def attention_maps(self:HDiT, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None,
+                   kind:str='self_attn'):
+    """Exact attention weights of every attention layer: dicts of stage, level, layer, kind, token_hw, weights;
+    `kind='cross_attn'`: the cross-attention layers of a text model, weights `[b, heads, h, w, text tokens]`."""
+    layers = _attention_layers(self, kind)
     try:
         for *_, blk in layers: blk.record = []
-        with torch.no_grad(): self(x, sigma, class_cond, mapping_cond, aug_cond)
+        with torch.no_grad(): self(x, sigma, class_cond, mapping_cond, aug_cond, text)
         return [dict(stage=s, level=i, layer=j, kind=blk.kind, token_hw=tuple(blk.record[0].shape[2:4]),
                      weights=blk.record[0]) for s, i, j, blk in layers]   # weights: [b, heads, h, w, h, w]
     finally:
         for *_, blk in layers: blk.record = None
 
 # %% ../nbs/05_model.ipynb #9bcf9d5f
-_UNDECAYED_LINEARS = ('time_in_proj', 'aug_in_proj', 'mapping_cond_in_proj')
+_UNDECAYED_LINEARS = ('time_in_proj', 'aug_in_proj', 'mapping_cond_in_proj', 'text_pooled_in_proj')
 
 @patch
 def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
@@ -280,6 +327,7 @@ def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
 # %% ../nbs/05_model.ipynb #1dcb5900
 # fastcore's @patch leaves each patched name bound to None in the module: remove those
 for _name in ('stride', 'token_sizes', 'tiny', 'table', '_repr_markdown_', '_build_mapping', 'conditioning',
-              '_make_layer', '_build_levels', '_build', 'from_k_diffusion', 'attention_maps', 'param_groups'):
+              '_make_layer', '_build_levels', '_build', 'from_k_diffusion', 'attention_maps', 'param_groups',
+              'cross_attention_levels', 'tokenizer', 'tokenize'):
     globals().pop(_name, None)
 del _name

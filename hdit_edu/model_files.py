@@ -54,6 +54,14 @@ def check_config(cfg):
         raise ValueError(f"mapping_width must be even (Fourier features), got {cfg.mapping_width}.")
     if cfg.class_names is not None and len(cfg.class_names) != cfg.num_classes:
         raise ValueError(f"{len(cfg.class_names)} class_names for num_classes={cfg.num_classes}.")
+    if cfg.text_vocab is not None:
+        if cfg.text_width < 1 or cfg.text_width % cfg.text_d_head or cfg.text_max_len < 1 or cfg.text_depth < 0:
+            raise ValueError(f"text_width ({cfg.text_width}) must be a positive multiple of text_d_head "
+                             f"({cfg.text_d_head}), text_max_len ({cfg.text_max_len}) >= 1, text_depth >= 0.")
+        bad = [i for i in cfg.cross_attention or () if not 0 <= i < len(cfg.levels)]
+        if bad: raise ValueError(f"cross_attention levels {bad} do not exist: use indices 0..{len(cfg.levels) - 1}.")
+        if cfg.cross_attention is not None and len(cfg.cross_attention) == 0 and not cfg.text_pooled:
+            raise ValueError("with cross_attention=[] and text_pooled=False the model would ignore the text.")
     check_input_size(cfg, cfg.input_size)
 
 # %% ../nbs/appendix_model_files.ipynb #125e90ac
@@ -74,7 +82,7 @@ def config_table(cfg):
                               f"{cfg.mapping_depth} × {cfg.mapping_width} (d_ff {cfg.mapping_d_ff}), {cls}")
 
 # %% ../nbs/appendix_model_files.ipynb #00b67e6b
-def check_inputs(model, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None):
+def check_inputs(model, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
     "ValueError for inputs of `model` of the wrong shape or kind; returns `sigma`, `class_cond` as [b]."
     cfg = model.config
     sigma = torch.as_tensor(sigma, device=x.device)
@@ -99,6 +107,7 @@ def check_inputs(model, x, sigma, class_cond=None, mapping_cond=None, aug_cond=N
     if model.mapping_cond_in_proj is not None and (mapping_cond is None or mapping_cond.shape != (b, md)):
         got = None if mapping_cond is None else tuple(mapping_cond.shape)
         raise ValueError(f"this model needs mapping_cond of shape [batch, {md}] = [{b}, {md}], got {got}.")
+    _check_text(model, text, b)
     if aug_cond is not None and aug_cond.shape != (b, 9):
         raise ValueError(f"aug_cond must have shape [batch, 9] = [{b}, 9] (or be None), "
                          f"got {tuple(aug_cond.shape)}.")
@@ -120,6 +129,22 @@ def _check_class_cond(model, class_cond, b):
     if class_cond.shape != (b,) or class_cond.dtype.is_floating_point or class_cond.dtype == torch.bool:
         raise ValueError(f"class_cond must be an integer tensor of shape [batch] = [{b}], got "
                          f"{class_cond.dtype} of shape {tuple(class_cond.shape)}.")
+
+# %% ../nbs/appendix_model_files.ipynb #73083a82
+def _check_text(model, text, b):
+    "Raise a ValueError that says what to do if the token ids `text` do not suit `model` and batch size `b`."
+    if model.text_encoder is None:
+        if text is not None:
+            raise ValueError("this model reads no text (built without text_vocab) but got text: drop it, or build "
+                             "a text model (HDiTConfig(text_vocab=...)).")
+        return
+    L = model.config.text_max_len + 1
+    if text is None:
+        raise ValueError(f"this model reads text: pass text=model.tokenize(prompts), token ids [batch, {L}] "
+                         f"('' is the unconditional prompt).")
+    if text.ndim != 2 or text.shape[0] != b or text.shape[1] > L or text.dtype != torch.long:
+        raise ValueError(f"text must be token ids from model.tokenize(prompts), a long tensor [batch, <= {L}] = "
+                         f"[{b}, {L}], got {text.dtype} of shape {tuple(text.shape)}.")
 
 # %% ../nbs/appendix_model_files.ipynb #f25eb903
 def check_class_labels(labels, num_classes:int, null_ok:bool=True):

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
 
 # %% auto #0
-__all__ = ['DEFAULT_FEATURE_NET', 'trace_sqrt_product', 'feature_stats', 'frechet_distance_from_stats', 'frechet_distance',
-           'FeatureNet', 'prepare_images', 'random_affine', 'train_feature_net', 'save_feature_net', 'load_feature_net',
-           'extract_features', 'fid_score', 'gaussian_blur', 'openmoji_halves', 'openmoji_score', 'save_image_folder']
+__all__ = ['DEFAULT_FEATURE_NET', 'PROMPT_CLASSIFIER', 'trace_sqrt_product', 'feature_stats', 'frechet_distance_from_stats',
+           'frechet_distance', 'FeatureNet', 'prepare_images', 'random_affine', 'train_feature_net', 'save_feature_net',
+           'load_feature_net', 'extract_features', 'fid_score', 'gaussian_blur', 'openmoji_halves', 'openmoji_score',
+           'prompt_augment', 'load_prompt_classifier', 'prompt_accuracy', 'save_image_folder']
 
 # %% ../nbs/12_quality.ipynb #79b5fca2
 def _f64(x): return torch.as_tensor(x).detach().to('cpu', torch.float64)
@@ -130,8 +131,10 @@ def random_affine(x, generator=None, scale=(0.9, 1.1), shift:float=0.08, hflip:b
 # %% ../nbs/12_quality.ipynb #2a0ecc57
 def train_feature_net(images, labels=None, epochs:int=30, batch_size:int=64, lr:float=3e-3,
                       weight_decay:float=0.05, in_size:int=64, widths=(16, 32, 64, 96, 128), feat_dim:int=64,
-                      seed:int=0, log=print, device='cpu') -> FeatureNet:
-    "Train a `FeatureNet` on `device` to classify `images` (`labels`, or each its own class); in eval mode."
+                      seed:int=0, log=print, device='cpu', augment=None) -> FeatureNet:
+    """Train a `FeatureNet` on `device` to classify `images` (`labels`, or each its own class); in eval mode.
+    `augment(x, generator)` changes each batch (default `random_affine`)."""
+    augment = augment or random_affine
     x = prepare_images(images, in_size).to(device)
     y = (torch.arange(len(x)) if labels is None else torch.as_tensor(labels, dtype=torch.long)).to(device)
     if len(y) != len(x): raise ValueError(f"{len(x)} images but {len(y)} labels.")
@@ -144,7 +147,7 @@ def train_feature_net(images, labels=None, epochs:int=30, batch_size:int=64, lr:
     for ep in range(epochs):
         net.train(); tot = correct = 0
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            out = net(random_affine(x[idx], gen))
+            out = net(augment(x[idx], gen))
             loss = F.cross_entropy(out, y[idx], label_smoothing=0.1)
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
             tot += loss.item() * len(idx); correct += (out.argmax(1) == y[idx]).sum().item()
@@ -243,6 +246,43 @@ def openmoji_score(samples, subset='default', seed:int=0, net:'FeatureNet|None'=
     fA = extract_features(A, net)
     fd, floor = (frechet_distance(fA, extract_features(v, net)) for v in (x, B[:n]))
     return dict(fd=fd, floor=floor, ratio=fd / floor, n=n, size=int(x.shape[-1]))
+
+# %% ../nbs/12_quality.ipynb #b0844e70
+PROMPT_CLASSIFIER = 'prompts_openmoji32'
+
+def prompt_augment(x, generator=None):
+    """What a prompt classifier trains on: small zooms and shifts, a random blur and noise, but no mirror
+    ('left-facing fist' and 'right-facing fist' are different emoji) and no colour change (skin tones are colour)."""
+    x = random_affine(x, generator, scale=(0.85, 1.1), shift=0.08, hflip=False)
+    x = gaussian_blur(x, float(torch.rand(1, generator=generator)) * 1.2)
+    amount = torch.rand(len(x), 1, 1, 1, generator=generator).to(x) * 0.15
+    return (x + amount * torch.randn(x.shape, generator=generator).to(x)).clamp(-1, 1)
+
+def load_prompt_classifier(path=None, device='cpu') -> FeatureNet:
+    """The shipped classifier that tells every captioned OpenMoji emoji apart (32 px), or one saved at `path`;
+    its `captions` attribute names the classes."""
+    p = Path(path) if path is not None else Path(str(files('hdit_edu') / 'pretrained' / PROMPT_CLASSIFIER))
+    net = load_feature_net(p, device)
+    net.captions = json.loads(p.with_suffix('.json').read_text())['captions']
+    return net
+
+@torch.no_grad()
+def prompt_accuracy(images, prompts, classifier:'FeatureNet|None'=None, k:int=5) -> dict:
+    """Did the model draw what it was asked? Top-1 and top-`k` accuracy of `classifier` (default: the shipped one)
+    on `images` `[n, 3, s, s]` against their `prompts` (captions it knows), and each image's rank of its prompt."""
+    net = load_prompt_classifier() if classifier is None else classifier
+    index = {c: i for i, c in enumerate(net.captions)}
+    unknown = [p for p in prompts if p not in index]
+    if unknown: raise ValueError(f"{len(unknown)} prompt(s) the classifier does not know, e.g. {unknown[0]!r}: "
+                                 "score prompts that are captions of the training data.")
+    x = prepare_images(images, net.in_size)
+    if len(x) != len(prompts): raise ValueError(f"{len(x)} images but {len(prompts)} prompts.")
+    dev = next(net.parameters()).device
+    logits = torch.cat([net(x[i:i + 256].to(dev)).float().cpu() for i in range(0, len(x), 256)])
+    target = torch.tensor([index[p] for p in prompts])
+    rank = (logits > logits.gather(1, target[:, None])).sum(1)          # 0: the prompt's class is the top one
+    return dict(top1=(rank < 1).float().mean().item(), topk=(rank < k).float().mean().item(), k=k, n=len(x),
+                rank=rank)
 
 # %% ../nbs/12_quality.ipynb #55004d4c
 def save_image_folder(images, folder, prefix:str='img') -> Path:

@@ -14,6 +14,7 @@ from torch import nn
 from fastcore.basics import patch
 from .diffusion import Denoiser
 from .fast_attention import cpu_threads
+from .text import BOS
 
 # %% ../nbs/08_sampling.ipynb #0178ee7a
 class GaussianMixtureDenoiser(nn.Module):
@@ -197,22 +198,28 @@ def _num_classes(denoiser):
 
 # %% ../nbs/08_sampling.ipynb #70ef6911
 class CFGDenoiser(nn.Module):
-    "Classifier-free guidance around a class-conditional `denoiser`; 'no class' is index `num_classes`."
-    def __init__(self, denoiser, cond_scale:float, num_classes:int=None):
+    """Classifier-free guidance around a conditional `denoiser`: against 'no class' (index `num_classes`) for a
+    class-conditional model, against the empty prompt (token ids `[<bos>]`) for a text model."""
+    def __init__(self, denoiser, cond_scale:float, num_classes:int=None, text:bool=False):
         super().__init__()
-        self.inner, self.cond_scale = denoiser, float(cond_scale)
+        self.inner, self.cond_scale, self.text = denoiser, float(cond_scale), bool(text)
         self.num_classes = _num_classes(denoiser) if num_classes is None else int(num_classes)
-        if self.num_classes < 1:
-            raise ValueError("Classifier-free guidance needs a class-conditional model (num_classes >= 1); "
-                             "this denoiser has none. Pass num_classes= if the model does not expose it.")
-    def forward(self, x, sigma, class_cond=None, **kwargs):
+        if self.num_classes < 1 and not self.text:
+            raise ValueError("Classifier-free guidance needs a class-conditional or text model; this denoiser is "
+                             "neither. Pass num_classes= (or text=True) if the model does not expose it.")
+    def forward(self, x, sigma, class_cond=None, text=None, **kwargs):
         "Guided denoised estimate: `uncond + cond_scale * (cond - uncond)`, both branches in one batch."
-        if class_cond is None: raise ValueError("CFGDenoiser needs class_cond (a tensor of class indices).")
-        if self.cond_scale == 1.: return self.inner(x, sigma, class_cond=class_cond, **kwargs)
-        null = torch.full_like(class_cond, self.num_classes)
+        if class_cond is None and text is None:
+            raise ValueError("CFGDenoiser needs class_cond (class indices) or text (token ids).")
+        cond = {k: v for k, v in dict(class_cond=class_cond, text=text).items() if v is not None}
+        if self.cond_scale == 1.: return self.inner(x, sigma, **cond, **kwargs)
+        null = {}
+        if class_cond is not None: null['class_cond'] = torch.full_like(class_cond, self.num_classes)
+        if text is not None: null['text'] = torch.zeros_like(text).index_fill_(1, text.new_zeros(1), BOS)
         two = lambda t: torch.cat([t, t]) if torch.is_tensor(t) and t.ndim and t.shape[0] == x.shape[0] else t
         sigma = two(torch.as_tensor(sigma, device=x.device).expand(x.shape[0]))
-        uncond, cond = self.inner(torch.cat([x, x]), sigma, class_cond=torch.cat([null, class_cond]),
+        both = {k: torch.cat([null[k], v]) for k, v in cond.items()}
+        uncond, cond = self.inner(torch.cat([x, x]), sigma, **both,
                                   **{k: two(v) for k, v in kwargs.items()}).chunk(2)
         return uncond + (cond - uncond) * self.cond_scale
 
@@ -268,6 +275,21 @@ def _class_tensor(class_cond, n, num_classes, device, names=None):
                          f"{num_classes} = 'no class'.")
     return c
 
+# %% ../nbs/08_sampling.ipynb #c8e39ffb
+def _text_tensor(denoiser, prompt, n, device):
+    "Token ids `[n, L]` of `prompt` for a text model (None: the empty prompt), None for a model without text."
+    model = getattr(denoiser, 'model', denoiser)
+    if getattr(model, 'text_encoder', None) is None:
+        if prompt is not None:
+            raise ValueError("this model reads no text: drop prompt= (a text model, e.g. "
+                             "load_pretrained('openmoji-text'), takes prompts).")
+        return None
+    prompts = [''] * n if prompt is None else [prompt] * n if isinstance(prompt, str) else list(prompt)
+    if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"prompt must be one string or a list of n = {n} strings, got "
+                         f"{len(prompts)} item(s) of types {sorted({type(p).__name__ for p in prompts})}.")
+    return model.tokenize(prompts).to(device)
+
 # %% ../nbs/08_sampling.ipynb #17a88162
 def _check_args(n, size, sampler, steps, cfg_scale):
     "`(n, (h, w), cfg_scale)` from `sample`'s plain arguments, or a one-line ValueError naming the argument."
@@ -287,15 +309,18 @@ def _check_args(n, size, sampler, steps, cfg_scale):
 # %% ../nbs/08_sampling.ipynb #07147cc1
 def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', steps:int=50,
            sigma_min:float=1e-2, sigma_max:float=80., class_cond=None, cfg_scale:float=1., seed:int=0,
-           device=None, callback=None, rho:float=7., threads:int=None, **sampler_kwargs):
-    "Draw `n` images of `size` (int or (h, w)) from `denoiser`: `[n, channels, h, w]`, about in [-1, 1]."
+           device=None, callback=None, rho:float=7., threads:int=None, prompt=None, **sampler_kwargs):
+    """Draw `n` images of `size` (int or (h, w)) from `denoiser`: `[n, channels, h, w]`, about in [-1, 1].
+    A text model takes `prompt`: one string for all images or a list of `n` ('' or None: unconditional)."""
     n, (h, w), cfg_scale = _check_args(n, size, sampler, steps, cfg_scale)
     den = _as_denoiser(denoiser)
     device = torch.device(device) if device is not None else _device_of(den)
     num_classes = _num_classes(den)
     c = _class_tensor(class_cond, n, num_classes, device, _class_names(den))
-    if cfg_scale != 1.: den = CFGDenoiser(den, cfg_scale, num_classes)    # raises for unconditional models
+    text = _text_tensor(den, prompt, n, device)
+    if cfg_scale != 1.: den = CFGDenoiser(den, cfg_scale, num_classes, text is not None)  # raises if unconditional
     extra_args = {} if c is None else {'class_cond': c}
+    if text is not None: extra_args['text'] = text
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         x = torch.randn((n, channels, h, w), generator=gen, device=device) * sigma_max

@@ -24,6 +24,7 @@ from .model import (HDiT, HDiTConfig, LevelConfig, save_model, load_model, load_
                             small_hdit_config, check_class_labels, _load_weights)  # noqa: F401 (re-exported)
 from .fast_attention import cpu_threads, auto_threads  # noqa: F401 (auto_threads re-exported)
 from .data import image_grid
+from .text import names_a_side
 
 # %% auto #0
 __all__ = ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor', 'TrainConfig', 'Trainer',
@@ -188,6 +189,13 @@ class Trainer(Resumable):
         self.accelerator = accelerator or make_accelerator(cfg)
         self.model, self.dataset, self.callbacks = model, dataset, list(callbacks)
         self.num_classes = int(getattr(model, 'num_classes', 0) or 0)
+        self.text = getattr(model, 'text_encoder', None) is not None    # a text model trains on captions
+        if self.text and self.num_classes:
+            raise ValueError("a model with both classes and text is not supported by the Trainer: build it with "
+                             "num_classes=0 (the captions carry the classes).")
+        if self.text and not isinstance(_split_batch(_collate_one(dataset[0]))[1], (list, tuple)):
+            raise ValueError("this model reads text, so the dataset must give (image, caption) pairs: "
+                             "ImageDataset(ds, size, text_column='text') (e.g. ds = openmoji_text_dataset(32)).")
         _record_class_names(model, dataset, self.num_classes)   # they travel in checkpoints and saved models
         self.denoiser = Denoiser(model, sigma_data=cfg.sigma_data, weighting=cfg.weighting)
         self.image_shape = tuple(_split_batch(_collate_one(dataset[0]))[0].shape[1:])
@@ -222,9 +230,14 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     for m in range(cfg.grad_accum):
         x, y = _split_batch(next(it))
         rows = slice(m * micro + rank * per, m * micro + (rank + 1) * per)   # this process's rows
-        if cfg.hflip: x = torch.where(flip[rows, None, None, None], x.flip(-1), x)
-        cond = {}
-        if self.num_classes:   # unlabeled images (label < 0) and dropped labels get the "no class" index
+        cond, f_rows = {}, flip[rows]
+        if self.text:          # captions: dropped ones become '' (unconditional); no flip where a caption says a side
+            y = list(y)
+            f_rows = f_rows & torch.tensor([not names_a_side(t) for t in y], device=dev, dtype=torch.bool)
+            cond['text'] = self.model.tokenize(['' if d else t for t, d in zip(y, drop[rows].tolist())],
+                                               warn=False).to(dev)
+        if cfg.hflip: x = torch.where(f_rows[:, None, None, None], x.flip(-1), x)
+        if self.num_classes and not self.text:   # unlabeled images (label < 0), dropped labels: "no class"
             y = torch.full((x.shape[0],), -1, device=dev, dtype=torch.long) if y is None else y
             cond['class_cond'] = torch.where(drop[rows] | (y < 0), torch.full_like(y, self.num_classes), y)
         with acc.accumulate(self._loss_module):
@@ -320,10 +333,11 @@ def sample(self:Trainer, n:int|None=None, steps:int|None=None, seed:int=0, ema:b
     den = Denoiser(model, sigma_data=cfg.sigma_data, weighting=cfg.weighting)
     c, h, w = self.image_shape
     labels = torch.arange(n, device=acc.device) % self.num_classes if self.num_classes else None
+    prompts = self.real_captions(n) if self.text else None          # text models draw the real images' captions
     with acc.autocast():
         x = sample_images(den, n, h if h == w else (h, w), channels=c, sampler=cfg.sampler, steps=steps,
                           class_cond=labels, cfg_scale=cfg.cfg_scale if cfg_scale is None else cfg_scale,
-                          seed=seed, device=acc.device)
+                          seed=seed, device=acc.device, prompt=prompts)
     model.train(was_training)
     return x.float().clamp(-1, 1)
 
@@ -334,6 +348,14 @@ def real_images(self:Trainer, n:int|None=None) -> torch.Tensor:
     n = n or self.config.sample_n
     idx = list(StreamSampler(len(self.dataset), self.config.seed, 0, min(n, len(self.dataset))))
     return torch.stack([_split_batch(_collate_one(self.dataset[i]))[0][0] for i in idx])
+
+@patch
+def real_captions(self:Trainer, n:int|None=None) -> list:
+    "The captions of `real_images(n)` (a text model's dataset gives `(image, caption)` pairs), repeated to `n`."
+    n = n or self.config.sample_n
+    idx = list(StreamSampler(len(self.dataset), self.config.seed, 0, min(n, len(self.dataset))))
+    caps = [_split_batch(_collate_one(self.dataset[i]))[1][0] for i in idx]
+    return [caps[i % len(caps)] for i in range(n)]
 
 # %% ../nbs/11_training.ipynb #462b06ef
 @patch
@@ -385,4 +407,4 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
     return self._finish(interrupted)
 
 # %% ../nbs/11_training.ipynb #fdcdb4cf
-del _train_step, sample, real_images, write_outputs, fit   # @patch leaves these names bound to None
+del _train_step, sample, real_images, real_captions, write_outputs, fit   # @patch leaves these bound to None
