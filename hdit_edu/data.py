@@ -143,7 +143,7 @@ def _openmoji_dataset(size, groups, limit, background):
     return datasets.Dataset.from_dict({'image': images, 'label': labels, 'hexcode': hexcodes},
                                       features=features, info=info)
 
-# %% ../nbs/appendix_data.ipynb #e06c77ce
+# %% ../nbs/appendix_data.ipynb #22e22db0
 def emoji_name(hexcode:str) -> str|None:
     """The English name of an emoji as a caption (the `emoji` package's CLDR name, colons stripped, underscores
     as spaces, lower case): `'1F98A'` -> 'fox'; None for an emoji it does not name (OpenMoji's own extras)."""

@@ -120,7 +120,7 @@ def stride(self:HDiTConfig):
     f = 2 ** (len(self.levels) - 1)
     return (self.patch_size[0] * f, self.patch_size[1] * f)
 
-# %% ../nbs/05_model.ipynb #ec81f236
+# %% ../nbs/05_model.ipynb #65551ca3
 @patch(as_prop=True)
 def cross_attention_levels(self:HDiTConfig):
     "Indices of the levels whose layers read the text: none without text, else `cross_attention` (None: all)."
@@ -255,7 +255,7 @@ def _build(self:HDiT, config:HDiTConfig):
     self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
     nn.init.zeros_(self.patch_out.proj.weight)
 
-# %% ../nbs/05_model.ipynb #890658be
+# %% ../nbs/05_model.ipynb #77927ec1
 @patch(as_prop=True)
 def tokenizer(self:HDiT):
     "The `WordTokenizer` of a text model (its words live in the config, so they travel with it); None without."

@@ -130,7 +130,7 @@ def _check_class_cond(model, class_cond, b):
         raise ValueError(f"class_cond must be an integer tensor of shape [batch] = [{b}], got "
                          f"{class_cond.dtype} of shape {tuple(class_cond.shape)}.")
 
-# %% ../nbs/appendix_model_files.ipynb #73083a82
+# %% ../nbs/appendix_model_files.ipynb #4d9a9ea0
 def _check_text(model, text, b):
     "Raise a ValueError that says what to do if the token ids `text` do not suit `model` and batch size `b`."
     if model.text_encoder is None:

@@ -247,7 +247,7 @@ def openmoji_score(samples, subset='default', seed:int=0, net:'FeatureNet|None'=
     fd, floor = (frechet_distance(fA, extract_features(v, net)) for v in (x, B[:n]))
     return dict(fd=fd, floor=floor, ratio=fd / floor, n=n, size=int(x.shape[-1]))
 
-# %% ../nbs/12_quality.ipynb #b0844e70
+# %% ../nbs/12_quality.ipynb #df9d0086
 PROMPT_CLASSIFIER = 'prompts_openmoji32'
 
 def prompt_augment(x, generator=None):

@@ -275,7 +275,7 @@ def _class_tensor(class_cond, n, num_classes, device, names=None):
                          f"{num_classes} = 'no class'.")
     return c
 
-# %% ../nbs/08_sampling.ipynb #c8e39ffb
+# %% ../nbs/08_sampling.ipynb #6abb6397
 def _text_tensor(denoiser, prompt, n, device):
     "Token ids `[n, L]` of `prompt` for a text model (None: the empty prompt), None for a model without text."
     model = getattr(denoiser, 'model', denoiser)

@@ -32,16 +32,25 @@ if __name__ == '__main__':
     p.add_argument('--warmup-steps', type=int, default=100)
     p.add_argument('--checkpoint-every', type=int, default=1000)
     p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--cross-attention', type=int, nargs='*', default=None,
+                   help='levels with cross-attention (default: all; none given: no cross-attention)')
+    p.add_argument('--no-pooled', action='store_true', help='no pooled text vector into the mapping network')
+    p.add_argument('--classes', action='store_true',
+                   help='the baseline: no text, one class label per OpenMoji group instead of the caption')
     p.add_argument('--export', default=None, help='write the newest checkpoint\'s EMA model to this path and stop')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.export:
         save_model(load_checkpoint_model(find_checkpoint(a.out)), a.export); print('exported', a.export); raise SystemExit
     hf = openmoji_text_dataset(a.size)
-    ds = ImageDataset(hf, a.size, hflip=False, text_column='text')   # the Trainer flips (not what names a side)
     torch.manual_seed(0)
-    model = HDiT(text_config(hf['text'], a.size, a.width, a.depths))
-    print(f'{len(ds)} captioned emoji, {len(model.tokenizer.vocab)} words, '
+    if a.classes:                                                  # same images, a group label instead of text
+        ds = ImageDataset(hf, a.size, hflip=False)
+        model = HDiT(small_hdit_config(a.size, num_classes=ds.num_classes, width=a.width, depths=tuple(a.depths)))
+    else:
+        ds = ImageDataset(hf, a.size, hflip=False, text_column='text')   # the Trainer flips (not what names a side)
+        model = HDiT(text_config(hf['text'], a.size, a.width, a.depths, a.cross_attention, not a.no_pooled))
+    print(f'{len(ds)} captioned emoji, {"group labels" if a.classes else f"{len(model.tokenizer.vocab)} words"}, '
           f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters')
     t = Trainer(model, ds, TrainConfig(out_dir=a.out, steps=a.steps, minutes=a.minutes, batch_size=a.batch_size,
                                        lr=a.lr, lr_schedule='cosine', warmup_steps=a.warmup_steps,
