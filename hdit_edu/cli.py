@@ -22,6 +22,9 @@ from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int,
                                     _mismatch_message, _check_out_folder, _write_error,
                                     _image_tensor, _mask_tensor, _load_denoiser, _check_class, _prompts, _save_edit)
 from .text import WordTokenizer
+from .quality import image_prompt_embedding
+from .cli_internals import _read_image
+from .data import image_transform, pil_to_tensor
 
 # %% auto #0
 __all__ = ['build_parser', 'train_command', 'sample_command', 'inpaint_command', 'img2img_command', 'main']
@@ -42,6 +45,9 @@ def _model_options(t):
                    help='width of the fine level (the coarse level is 2x)')
     m.add_argument('--depths', type=_positive_int, nargs=2, default=[2, 4], metavar=('FINE', 'COARSE'),
                    help='layers on the fine level (down and up each) and in the middle level')
+    m.add_argument('--image-prompt', action='store_true',
+                   help="also condition on each image's own embedding (the quality feature net's 64 features), "
+                        'so `sample --image-prompt PICTURE` draws variations of a picture')
     m.add_argument('--attention', default='neighborhood',
                    choices=['neighborhood', 'shifted-window', 'global'],
                    help='attention on the fine level (the coarse level is always global)')
@@ -100,6 +106,8 @@ def _sample_options(s):
                    help='class index for every sample (default: cycle over the classes)')
     s.add_argument('--prompt', action='append', default=None,
                    help="what a text model should draw, e.g. 'fox'; repeat it for several (they cycle over --n)")
+    s.add_argument('--image-prompt', default=None, metavar='PICTURE',
+                   help='draw variations of this picture (a model trained with train --image-prompt)')
     s.add_argument('--cfg-scale', type=_cfg_scale, default=1., help='classifier-free guidance (1: none)')
     s.add_argument('--nrow', type=_positive_int, default=None, help='images per row (default: about square)')
     _run_options(s)
@@ -156,10 +164,11 @@ def _build_trainer(args) -> Trainer:
     ds = _dataset(args)
     text = {} if ds.texts is None else dict(text_vocab=WordTokenizer.from_captions(ds.texts).vocab)
     cfg = small_hdit_config(args.size, num_classes=0 if text else ds.num_classes, width=args.width,
-                            depths=tuple(args.depths), attention=args.attention, **text)
+                            depths=tuple(args.depths), attention=args.attention, **text,
+                            mapping_cond_dim=64 if args.image_prompt else 0)
     torch.manual_seed(args.seed)
     model = HDiT(cfg)
-    return Trainer(model, ds, TrainConfig(
+    return Trainer(model, ds, mapping_cond=image_prompt_embedding if args.image_prompt else None, config=TrainConfig(
         out_dir=args.out, steps=args.steps, minutes=args.minutes or None, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, seed=args.seed, cond_dropout=args.cond_dropout,
         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, lr_final=args.lr_final,
@@ -213,12 +222,23 @@ def sample_command(args):
     with torch.no_grad():
         x = sample(den, args.n, (h, w), channels=model.config.input_channels, sampler=args.sampler,
                    steps=args.steps, class_cond=labels, cfg_scale=args.cfg_scale, seed=args.seed,
-                   device=device, prompt=_prompts(args, args.n))
+                   device=device, prompt=_prompts(args, args.n), mapping_cond=_image_prompt(args, model, device))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     image_grid(x.float().clamp(-1, 1).cpu(), nrow=args.nrow or max(1, round(args.n ** 0.5))).save(args.out)
     print(f'Wrote {args.n} samples ({h}x{w}, {args.sampler}, {args.steps} steps, seed {args.seed}) to '
           f'{args.out} in {time.time() - t0:.1f} s.', flush=True)
     return x
+
+# %% ../nbs/13_cli.ipynb #443f0062
+def _image_prompt(args, model, device):
+    "The embedding of `--image-prompt` for a model trained with image prompts (None without the option)."
+    if args.image_prompt is None: return None
+    d = model.config.mapping_cond_dim
+    if d != 64:
+        raise ValueError('--image-prompt needs a model trained with `hdit-edu train --image-prompt`; this one takes '
+                         + (f'a {d}-number mapping_cond, not an image embedding' if d else 'no image prompt'))
+    picture = image_transform(_read_image(args.image_prompt, '--image-prompt'), 64)   # any size: centre crop
+    return image_prompt_embedding(pil_to_tensor(picture)[None]).to(device)
 
 # %% ../nbs/13_cli.ipynb #0edee7b0
 def inpaint_command(args) -> torch.Tensor:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PromptViewer']
 
-# %% ../nbs/appendix_prompt_widget.ipynb #fba9e6c1
+# %% ../nbs/appendix_prompt_widget.ipynb #25e9dbe5
 import io
 import torch
 import matplotlib.pyplot as plt
@@ -13,7 +13,7 @@ from .model import load_pretrained
 from .sampling import sample
 from .text import caption_words, BOS, PAD
 
-# %% ../nbs/appendix_prompt_widget.ipynb #5c26e770
+# %% ../nbs/appendix_prompt_widget.ipynb #3a706ce8
 class PromptViewer:
     "Samples of a text model for a prompt, and the cross-attention maps that show which pixels read which word."
     def __init__(self, model=None, prompt:str='red heart', n:int=4, steps:int=25, cfg_scale:float=3.,

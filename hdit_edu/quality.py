@@ -15,8 +15,9 @@ from safetensors.torch import save_file, load_file
 # %% auto #0
 __all__ = ['DEFAULT_FEATURE_NET', 'PROMPT_CLASSIFIER', 'trace_sqrt_product', 'feature_stats', 'frechet_distance_from_stats',
            'frechet_distance', 'FeatureNet', 'prepare_images', 'random_affine', 'train_feature_net', 'save_feature_net',
-           'load_feature_net', 'extract_features', 'fid_score', 'gaussian_blur', 'openmoji_halves', 'openmoji_score',
-           'prompt_augment', 'load_prompt_classifier', 'prompt_accuracy', 'save_image_folder']
+           'load_feature_net', 'extract_features', 'image_prompt_embedding', 'fid_score', 'gaussian_blur',
+           'openmoji_halves', 'openmoji_score', 'prompt_augment', 'load_prompt_classifier', 'prompt_accuracy',
+           'save_image_folder']
 
 # %% ../nbs/12_quality.ipynb #79b5fca2
 def _f64(x): return torch.as_tensor(x).detach().to('cpu', torch.float64)
@@ -202,6 +203,16 @@ def extract_features(images, net:'FeatureNet|None'=None, batch_size:int=256) -> 
     x = prepare_images(images, net.in_size)
     return torch.cat([net.features(x[i:i + batch_size].to(dev)).float().cpu()
                       for i in range(0, len(x), batch_size)])
+
+# %% ../nbs/12_quality.ipynb #66288c1b
+@torch.no_grad()
+def image_prompt_embedding(images, net:'FeatureNet|None'=None) -> torch.Tensor:
+    """An image prompt for a model built with `mapping_cond_dim=64`: the shipped feature net's features of `images`
+    (see `prepare_images`), scaled to length 8 (√64) per image; all zeros means "no image prompt"."""
+    net = load_feature_net() if net is None else net.eval()
+    dev = next(net.parameters()).device
+    x = prepare_images(images, net.in_size).to(dev)
+    return F.normalize(net.features(x).float(), dim=-1) * net.config['feat_dim'] ** 0.5
 
 # %% ../nbs/12_quality.ipynb #5b0d44e2
 def fid_score(images_a, images_b, net:'FeatureNet|None'=None, batch_size:int=256) -> float:

@@ -200,22 +200,26 @@ def _num_classes(denoiser):
 class CFGDenoiser(nn.Module):
     """Classifier-free guidance around a conditional `denoiser`: against 'no class' (index `num_classes`) for a
     class-conditional model, against the empty prompt (token ids `[<bos>]`) for a text model."""
-    def __init__(self, denoiser, cond_scale:float, num_classes:int=None, text:bool=False):
+    def __init__(self, denoiser, cond_scale:float, num_classes:int=None, text:bool=False, mapping:bool=False):
         super().__init__()
-        self.inner, self.cond_scale, self.text = denoiser, float(cond_scale), bool(text)
+        self.inner, self.cond_scale, self.text, self.mapping = denoiser, float(cond_scale), bool(text), bool(mapping)
         self.num_classes = _num_classes(denoiser) if num_classes is None else int(num_classes)
-        if self.num_classes < 1 and not self.text:
-            raise ValueError("Classifier-free guidance needs a class-conditional or text model; this denoiser is "
-                             "neither. Pass num_classes= (or text=True) if the model does not expose it.")
+        if self.num_classes < 1 and not self.text and not self.mapping:
+            raise ValueError("Classifier-free guidance needs a class-conditional, text or image-prompt model; this "
+                             "denoiser is none of them. Pass num_classes= (or text=True) if the model does not "
+                             "expose it.")
     def forward(self, x, sigma, class_cond=None, text=None, **kwargs):
         "Guided denoised estimate: `uncond + cond_scale * (cond - uncond)`, both branches in one batch."
-        if class_cond is None and text is None:
-            raise ValueError("CFGDenoiser needs class_cond (class indices) or text (token ids).")
-        cond = {k: v for k, v in dict(class_cond=class_cond, text=text).items() if v is not None}
+        mapping_cond = kwargs.pop('mapping_cond', None) if self.mapping else None
+        if class_cond is None and text is None and mapping_cond is None:
+            raise ValueError("CFGDenoiser needs class_cond (class indices), text (token ids) or mapping_cond.")
+        cond = {k: v for k, v in dict(class_cond=class_cond, text=text, mapping_cond=mapping_cond).items()
+                if v is not None}
         if self.cond_scale == 1.: return self.inner(x, sigma, **cond, **kwargs)
         null = {}
         if class_cond is not None: null['class_cond'] = torch.full_like(class_cond, self.num_classes)
         if text is not None: null['text'] = torch.zeros_like(text).index_fill_(1, text.new_zeros(1), BOS)
+        if mapping_cond is not None: null['mapping_cond'] = torch.zeros_like(mapping_cond)   # no image prompt
         two = lambda t: torch.cat([t, t]) if torch.is_tensor(t) and t.ndim and t.shape[0] == x.shape[0] else t
         sigma = two(torch.as_tensor(sigma, device=x.device).expand(x.shape[0]))
         both = {k: torch.cat([null[k], v]) for k, v in cond.items()}
@@ -284,11 +288,31 @@ def _text_tensor(denoiser, prompt, n, device):
             raise ValueError("this model reads no text: drop prompt= (a text model, e.g. "
                              "load_pretrained('openmoji-text'), takes prompts).")
         return None
+    if not (prompt is None or isinstance(prompt, (str, list, tuple))):
+        raise ValueError(f"prompt must be one string or a list of n = {n} strings, got {type(prompt).__name__}.")
     prompts = [''] * n if prompt is None else [prompt] * n if isinstance(prompt, str) else list(prompt)
     if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompt must be one string or a list of n = {n} strings, got "
                          f"{len(prompts)} item(s) of types {sorted({type(p).__name__ for p in prompts})}.")
     return model.tokenize(prompts).to(device)
+
+# %% ../nbs/08_sampling.ipynb #d3449454
+def _mapping_tensor(denoiser, mapping_cond, n, device):
+    "`mapping_cond` as `[n, d]` for a model with `mapping_cond_dim = d` (None: zeros); None for a model without."
+    model = getattr(denoiser, 'model', denoiser)
+    d = getattr(getattr(model, 'config', None), 'mapping_cond_dim', 0) or 0
+    if not d:
+        if mapping_cond is not None:
+            raise ValueError("this model takes no mapping_cond (image prompt): it was built with mapping_cond_dim=0.")
+        return None
+    if mapping_cond is None: return torch.zeros(n, d, device=device)
+    mc = torch.as_tensor(mapping_cond, device=device).float()
+    if mc.ndim == 1 or (mc.ndim == 2 and mc.shape[0] == 1): mc = mc.reshape(1, -1).expand(n, -1)  # one for all
+    if mc.shape != (n, d):
+        raise ValueError(f"mapping_cond must have shape [{d}], [1, {d}] or [n, {d}] = [{n}, {d}], "
+                         f"got {tuple(mc.shape)}.")
+    if not torch.isfinite(mc).all(): raise ValueError("mapping_cond holds NaN or infinite values.")
+    return mc
 
 # %% ../nbs/08_sampling.ipynb #17a88162
 def _check_args(n, size, sampler, steps, cfg_scale):
@@ -309,18 +333,24 @@ def _check_args(n, size, sampler, steps, cfg_scale):
 # %% ../nbs/08_sampling.ipynb #07147cc1
 def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', steps:int=50,
            sigma_min:float=1e-2, sigma_max:float=80., class_cond=None, cfg_scale:float=1., seed:int=0,
-           device=None, callback=None, rho:float=7., threads:int=None, prompt=None, **sampler_kwargs):
+           device=None, callback=None, rho:float=7., threads:int=None, prompt=None, mapping_cond=None,
+           **sampler_kwargs):
     """Draw `n` images of `size` (int or (h, w)) from `denoiser`: `[n, channels, h, w]`, about in [-1, 1].
-    A text model takes `prompt`: one string for all images or a list of `n` ('' or None: unconditional)."""
+    A text model takes `prompt`: one string for all images or a list of `n` ('' or None: unconditional).
+    A model built with `mapping_cond_dim` takes `mapping_cond` `[d]` or `[n, d]`, e.g. an image prompt
+    (`quality.image_prompt_embedding`); None gives zeros, the 'no image prompt' vector."""
     n, (h, w), cfg_scale = _check_args(n, size, sampler, steps, cfg_scale)
     den = _as_denoiser(denoiser)
     device = torch.device(device) if device is not None else _device_of(den)
     num_classes = _num_classes(den)
     c = _class_tensor(class_cond, n, num_classes, device, _class_names(den))
     text = _text_tensor(den, prompt, n, device)
-    if cfg_scale != 1.: den = CFGDenoiser(den, cfg_scale, num_classes, text is not None)  # raises if unconditional
+    mc = _mapping_tensor(den, mapping_cond, n, device)
+    if cfg_scale != 1.:                                                  # raises for an unconditional model
+        den = CFGDenoiser(den, cfg_scale, num_classes, text is not None, mc is not None)
     extra_args = {} if c is None else {'class_cond': c}
     if text is not None: extra_args['text'] = text
+    if mc is not None: extra_args['mapping_cond'] = mc
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         x = torch.randn((n, channels, h, w), generator=gen, device=device) * sigma_max

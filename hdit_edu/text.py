@@ -6,7 +6,7 @@
 __all__ = ['MIRROR_WORDS', 'SPECIAL_TOKENS', 'PAD', 'BOS', 'UNK', 'names_a_side', 'caption_words', 'WordTokenizer',
            'TextSelfAttention', 'TextFeedForward', 'TextEncoder', 'CrossAttentionBlock']
 
-# %% ../nbs/09a_text.ipynb #348cdec0
+# %% ../nbs/09a_text.ipynb #905ec4f6
 import re, warnings
 import torch
 from torch import nn
@@ -14,20 +14,20 @@ import torch.nn.functional as F
 from .attention import rms_norm, RMSNorm, AdaRMSNorm, zero_init, scale_for_cosine_sim
 from .blocks import LinearGEGLU
 
-# %% ../nbs/09a_text.ipynb #04cbe860
+# %% ../nbs/09a_text.ipynb #b84caeb6
 MIRROR_WORDS = frozenset({'left', 'right', 'leftwards', 'rightwards'})
 
-# %% ../nbs/09a_text.ipynb #0b8ad705
+# %% ../nbs/09a_text.ipynb #91c2c301
 def names_a_side(text:str) -> bool:
     "True if a caption says left or right: a mirror flip of its image would contradict it."
     return not MIRROR_WORDS.isdisjoint(caption_words(text))
 
-# %% ../nbs/09a_text.ipynb #737658db
+# %% ../nbs/09a_text.ipynb #9cf6067a
 SPECIAL_TOKENS = ('<pad>', '<bos>', '<unk>')
 PAD, BOS, UNK = 0, 1, 2
 _STRIP = ".,!?:;()[]{}\"'“”‘’"
 
-# %% ../nbs/09a_text.ipynb #333c76e4
+# %% ../nbs/09a_text.ipynb #c789dbb7
 def caption_words(text:str) -> list:
     "The words of a caption: lower case, split at spaces, hyphens and underscores, outer punctuation stripped."
     if not isinstance(text, str): raise TypeError(f"a prompt must be a string, got {type(text).__name__}.")
@@ -37,7 +37,7 @@ def caption_words(text:str) -> list:
         if s or w: words.append(s or w)          # a word of punctuation only ('#', '*') stays as it is
     return words
 
-# %% ../nbs/09a_text.ipynb #44c6ec14
+# %% ../nbs/09a_text.ipynb #cec59369
 class WordTokenizer:
     "Captions to token ids: `<bos>`, then one id per known word (`<unk>` otherwise), padded with `<pad>`."
     def __init__(self, vocab, max_len:int=16):
@@ -87,7 +87,7 @@ class WordTokenizer:
         words = SPECIAL_TOKENS + tuple(self.vocab)
         return [' '.join(words[i] for i in row if i not in (PAD, BOS)) for row in torch.as_tensor(ids).tolist()]
 
-# %% ../nbs/09a_text.ipynb #80972249
+# %% ../nbs/09a_text.ipynb #2140af25
 class TextSelfAttention(nn.Module):
     "Pre-norm self-attention over text tokens with a key padding mask (no positions: the encoder adds them)."
     def __init__(self, d_model, d_head, dropout=0.0):
@@ -103,7 +103,7 @@ class TextSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return x + self.out_proj(self.dropout(y.transpose(1, 2).flatten(-2)))
 
-# %% ../nbs/09a_text.ipynb #377e620d
+# %% ../nbs/09a_text.ipynb #03a6e7f1
 class TextFeedForward(nn.Module):
     "Pre-norm GEGLU feed-forward block over text tokens, zero-initialised output."
     def __init__(self, d_model, d_ff, dropout=0.0):
@@ -114,7 +114,7 @@ class TextFeedForward(nn.Module):
         self.down_proj = zero_init(nn.Linear(d_ff, d_model, bias=False))
     def forward(self, x): return x + self.down_proj(self.dropout(self.up_proj(self.norm(x))))
 
-# %% ../nbs/09a_text.ipynb #957f0c7c
+# %% ../nbs/09a_text.ipynb #32b158d7
 class TextEncoder(nn.Module):
     "Token ids `[b, L]` -> token features `[b, L, width]`, their mask `[b, L]` and a pooled vector `[b, width]`."
     def __init__(self, vocab_size:int, width:int=128, depth:int=2, max_len:int=16, d_head:int=32, dropout=0.0):
@@ -135,7 +135,7 @@ class TextEncoder(nn.Module):
         m = mask[..., None].to(x.dtype)
         return x, mask, (x * m).sum(1) / m.sum(1)                # pooled: the mean over real tokens
 
-# %% ../nbs/09a_text.ipynb #d4197f8b
+# %% ../nbs/09a_text.ipynb #92ddbc04
 class CrossAttentionBlock(nn.Module):
     "Image tokens (queries) read text tokens (keys and values): AdaRMSNorm on both, cosine logits, zero-init out."
     kind = 'cross'

@@ -183,8 +183,15 @@ def _record_class_names(model, dataset, num_classes:int):
 class Trainer(Resumable):
     "Train `model` (HDiT or any module with its `forward`) as an EDM denoiser on `dataset` with Accelerate"
     def __init__(self, model:nn.Module, dataset, config:'TrainConfig|None'=None, accelerator=None,
-                 callbacks=(), **overrides):
+                 callbacks=(), mapping_cond=None, **overrides):
+        "`mapping_cond(images) -> [b, mapping_cond_dim]`: e.g. image prompts (`quality.image_prompt_embedding`)."
         self.config = cfg = replace(config or TrainConfig(), **overrides)
+        self.mapping_cond_fn = mapping_cond
+        md = getattr(getattr(model, 'config', None), 'mapping_cond_dim', 0) or 0
+        if bool(md) != (mapping_cond is not None):
+            raise ValueError(f"the model has mapping_cond_dim={md}: " + (
+                "pass mapping_cond=, a function of the clean images (e.g. quality.image_prompt_embedding)"
+                if md else "drop mapping_cond=, or build the model with mapping_cond_dim"))
         if len(dataset) < 1: raise ValueError("the dataset is empty: there is nothing to train on")
         self.accelerator = accelerator or make_accelerator(cfg)
         self.model, self.dataset, self.callbacks = model, dataset, list(callbacks)
@@ -237,6 +244,9 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
             cond['text'] = self.model.tokenize(['' if d else t for t, d in zip(y, drop[rows].tolist())],
                                                warn=False).to(dev)
         if cfg.hflip: x = torch.where(f_rows[:, None, None, None], x.flip(-1), x)
+        if self.mapping_cond_fn is not None:   # e.g. the image's own embedding; dropped rows: zeros ("none")
+            mc = self.mapping_cond_fn(x).to(x.device, x.dtype)
+            cond['mapping_cond'] = torch.where(drop[rows, None], torch.zeros_like(mc), mc)
         if self.num_classes and not self.text:   # unlabeled images (label < 0), dropped labels: "no class"
             y = torch.full((x.shape[0],), -1, device=dev, dtype=torch.long) if y is None else y
             cond['class_cond'] = torch.where(drop[rows] | (y < 0), torch.full_like(y, self.num_classes), y)
@@ -334,10 +344,14 @@ def sample(self:Trainer, n:int|None=None, steps:int|None=None, seed:int=0, ema:b
     c, h, w = self.image_shape
     labels = torch.arange(n, device=acc.device) % self.num_classes if self.num_classes else None
     prompts = self.real_captions(n) if self.text else None          # text models draw the real images' captions
+    mc = None                                                       # image prompts: the real images, repeated to n
+    if self.mapping_cond_fn is not None:
+        mc = self.mapping_cond_fn(self.real_images(n).to(acc.device))
+        mc = mc[torch.arange(n, device=mc.device) % len(mc)]
     with acc.autocast():
         x = sample_images(den, n, h if h == w else (h, w), channels=c, sampler=cfg.sampler, steps=steps,
                           class_cond=labels, cfg_scale=cfg.cfg_scale if cfg_scale is None else cfg_scale,
-                          seed=seed, device=acc.device, prompt=prompts)
+                          seed=seed, device=acc.device, prompt=prompts, mapping_cond=mc)
     model.train(was_training)
     return x.float().clamp(-1, 1)
 

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")]
 
 # notebook, label of the slider to move (the last widget in the notebook that has it is used)
-CASES = [('03_neighborhood.ipynb', 'query col'), ('appendix_trajectory_widget.ipynb', 'step')]
+CASES = [('03_neighborhood.ipynb', 'query col'), ('appendix_trajectory_widget.ipynb', 'step'),
+         ('appendix_prompt_widget.ipynb', 'guidance')]
 
 
 @pytest.fixture(scope='module')
@@ -66,3 +67,28 @@ def test_widget_responds_in_a_real_browser(lab, notebook, slider_label):
         browser.close()
     assert value_after != value_before, 'the slider did not move'
     assert after != before, f'the picture did not change when {slider_label!r} went from {value_before} to {value_after}'
+
+
+def test_prompt_widget_draws_a_typed_prompt(lab):
+    "Type a new prompt into the prompt widget, press Enter: the samples and maps are drawn again."
+    playwright = pytest.importorskip('playwright.sync_api')
+    url, token = lab
+    shots = Path(os.environ.get('HDIT_SCREENSHOT_DIR', ROOT / '_screenshots')); shots.mkdir(exist_ok=True)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={'width': 1400, 'height': 1000})
+        open_and_run_all(page, url, token, 'appendix_prompt_widget.ipynb', shots)
+        box = page.locator('.widget-text:has(.widget-label:text-is("prompt")) input').last
+        box.wait_for(timeout=420_000)
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=300_000)
+        pic = box.locator('xpath=ancestor::div[contains(@class,"jp-OutputArea-output")][1]')
+        pic.scroll_into_view_if_needed(); page.wait_for_timeout(1000)
+        before = pic.screenshot()
+        box.fill('blue heart'); box.press('Enter')
+        page.wait_for_timeout(1500)
+        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+        page.wait_for_timeout(2000)
+        after = pic.screenshot()
+        page.screenshot(path=str(shots / 'appendix_prompt_widget_typed.png'))
+        browser.close()
+    assert after != before, 'the picture did not change when a new prompt was typed'

@@ -182,3 +182,91 @@ def test_editing_with_prompts():
     img2img(m, img, steps=2, prompt='red heart', cfg_scale=2.)
     with pytest.raises(ValueError, match='reads no text'):
         img2img(HDiT(HDiTConfig.tiny(16)), img, steps=2, prompt='fox')
+
+
+# image prompts: the mapping network's single-vector path fed an image embedding
+from hdit_edu.quality import image_prompt_embedding
+from hdit_edu.training import Trainer, TrainConfig
+
+
+def test_image_prompt_embedding_shape_and_length():
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    e = image_prompt_embedding(x)
+    assert e.shape == (3, 64)
+    torch.testing.assert_close(e.norm(dim=-1), torch.full((3,), 8.))
+    torch.testing.assert_close(image_prompt_embedding(x[:1]), e[:1], atol=1e-5, rtol=1e-5)   # per image
+
+
+def test_sample_with_mapping_cond_guides_against_zeros():
+    torch.manual_seed(0)
+    m = open_zero_inits(HDiT(small_hdit_config(16, width=32, depths=(1, 1), patch_size=2, mapping_cond_dim=64))).eval()
+    for p in m.parameters():
+        if p.ndim == 2 and p.abs().sum() == 0: torch.nn.init.normal_(p, std=0.1)
+    den = Denoiser(m)
+    x, s, e = torch.randn(2, 3, 16, 16), torch.ones(2), torch.randn(2, 64)
+    want = den(x, s, mapping_cond=torch.zeros(2, 64)) + 2 * (den(x, s, mapping_cond=e) - den(x, s, mapping_cond=torch.zeros(2, 64)))
+    torch.testing.assert_close(CFGDenoiser(den, 2., mapping=True)(x, s, mapping_cond=e), want, atol=1e-5, rtol=1e-4)
+    a = sample(m, n=2, size=16, steps=2, mapping_cond=e[0])                      # one vector for all
+    b = sample(m, n=2, size=16, steps=2, mapping_cond=e[:1].expand(2, -1))
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match=r'shape \[64\], \[1, 64\] or \[n, 64\]'):
+        sample(m, n=2, size=16, steps=2, mapping_cond=torch.zeros(3, 64))
+    with pytest.raises(ValueError, match='NaN'): sample(m, n=2, size=16, steps=2, mapping_cond=torch.full((64,), float('nan')))
+    with pytest.raises(ValueError, match='mapping_cond_dim=0'):
+        sample(HDiT(HDiTConfig.tiny(16)), n=2, size=16, steps=2, mapping_cond=e[0])
+
+
+def test_trainer_feeds_image_prompts_of_the_clean_images():
+    torch.manual_seed(0)
+    m = HDiT(small_hdit_config(16, width=32, depths=(1, 1), patch_size=2, mapping_cond_dim=64))
+    data = [(torch.rand(3, 16, 16) * 2 - 1, 0) for _ in range(8)]
+    seen = []
+    def embed(x):
+        seen.append(x.clone()); return image_prompt_embedding(x)
+    t = Trainer(m, data, TrainConfig(out_dir=None, steps=2, batch_size=4, progress=False, cond_dropout=0.5,
+                                     hflip=False), mapping_cond=embed)
+    t.fit()
+    assert len(seen) == 2 and seen[0].shape == (4, 3, 16, 16)                   # the clean training images
+    with pytest.raises(ValueError, match='pass mapping_cond='): Trainer(m, data, TrainConfig(out_dir=None))
+    with pytest.raises(ValueError, match='drop mapping_cond='):
+        Trainer(HDiT(HDiTConfig.tiny(16)), data, TrainConfig(out_dir=None), mapping_cond=embed)
+
+
+def test_trainer_trains_a_text_model_and_resumes(tmp_path):
+    torch.manual_seed(0)
+    data = [(torch.rand(3, 16, 16) * 2 - 1, c) for c in ['red heart', 'blue heart', 'left facing fist', 'fox'] * 2]
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=4, progress=False, sample_n=2, sample_steps=2)
+    t = Trainer(text_model(), data, cfg).fit()
+    assert (tmp_path / 'samples.png').exists() and t.real_captions(3) == t.real_captions(3)[:3]
+    t2 = Trainer(text_model(), data, cfg).fit(steps=3)                            # resumes at step 2
+    assert t2.step == 3 and len(t2.losses) == 3
+    with pytest.raises(ValueError, match=r'\(image, caption\) pairs'):
+        Trainer(text_model(), [(torch.zeros(3, 16, 16), 0)], cfg)
+
+
+def test_emoji_names_and_captioned_dataset():
+    from hdit_edu.data import emoji_name, openmoji_text_dataset, ImageDataset
+    assert emoji_name('1F98A') == 'fox' and emoji_name('2764-FE0F') == 'red heart'
+    assert emoji_name('1F44D-1F3FF') == 'thumbs up dark skin tone'
+    assert emoji_name('E000') is None                                  # an OpenMoji extra: no English name
+    ds = openmoji_text_dataset(16, limit=30)
+    assert ds.column_names == ['image', 'text', 'hexcode', 'label'] and len(ds) == 30
+    assert all(emoji_name(h) == t for h, t in zip(ds['hexcode'], ds['text']))
+    items = ImageDataset(ds, 16, text_column='text')
+    assert isinstance(items[0][1], str) and 'captions' in repr(items)
+    with pytest.raises(ValueError, match="no text column 'caption'"): ImageDataset(ds, 16, text_column='caption')
+
+
+def test_captions_that_name_a_side_are_never_flipped():
+    import datasets
+    from PIL import Image
+    from hdit_edu.data import ImageDataset
+    im = Image.new('RGB', (8, 8), 'white'); im.putpixel((0, 0), (255, 0, 0))   # a red dot on the left edge
+    ds = datasets.Dataset.from_dict({'image': [im] * 2, 'text': ['left-facing fist', 'red dot']},
+                                    features=datasets.Features({'image': datasets.Image(), 'text': datasets.Value('string')}))
+    items = ImageDataset(ds, 8, hflip=True, text_column='text')
+    flips = {i: set() for i in range(2)}
+    for epoch in range(12):
+        items.set_epoch(epoch)
+        for i in range(2): flips[i].add(bool(items[i][0][1, 0, 0] > 0))     # no red dot at the left edge: flipped
+    assert flips[0] == {False} and flips[1] == {False, True}
