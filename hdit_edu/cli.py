@@ -33,8 +33,7 @@ __all__ = ['build_parser', 'train_command', 'sample_command', 'inpaint_command',
 def _data_options(t):
     d = t.add_argument_group('data')
     d.add_argument('--data', default='openmoji',
-                   help="'openmoji', 'openmoji-text' (every named emoji with its caption: a text model), an image "
-                        "folder, or a Hugging Face dataset name")
+                   help="'openmoji', 'openmoji-text' (captions: a text model), a folder or a hub dataset")
     d.add_argument('--subset', default='default', help="OpenMoji groups: 'default', 'all' or a group name")
     d.add_argument('--limit', type=_positive_int, default=None, help='use at most this many images')
     d.add_argument('--size', type=_positive_int, default=32, help='image side in pixels (a multiple of 16)')
@@ -46,8 +45,7 @@ def _model_options(t):
     m.add_argument('--depths', type=_positive_int, nargs=2, default=[2, 4], metavar=('FINE', 'COARSE'),
                    help='layers on the fine level (down and up each) and in the middle level')
     m.add_argument('--image-prompt', action='store_true',
-                   help="also condition on each image's own embedding (the quality feature net's 64 features), "
-                        'so `sample --image-prompt PICTURE` draws variations of a picture')
+                   help="condition on each image's embedding (`sample --image-prompt PICTURE`: variations)")
     m.add_argument('--attention', default='neighborhood',
                    choices=['neighborhood', 'shifted-window', 'global'],
                    help='attention on the fine level (the coarse level is always global)')
@@ -104,8 +102,7 @@ def _sample_options(s):
     s.add_argument('--sampler', default='dpmpp_3m_sde', choices=sorted(SAMPLERS), help='sampling method')
     s.add_argument('--class', dest='class_label', type=int, default=None,
                    help='class index for every sample (default: cycle over the classes)')
-    s.add_argument('--prompt', action='append', default=None,
-                   help="what a text model should draw, e.g. 'fox'; repeat it for several (they cycle over --n)")
+    s.add_argument('--prompt', action='append', help="what a text model draws, e.g. 'fox' (several cycle)")
     s.add_argument('--image-prompt', default=None, metavar='PICTURE',
                    help='draw variations of this picture (a model trained with train --image-prompt)')
     s.add_argument('--cfg-scale', type=_cfg_scale, default=1., help='classifier-free guidance (1: none)')
@@ -121,7 +118,7 @@ def _edit_options(e, out:str):
     e.add_argument('--seed', type=int, default=0, help='seed of the noise')
     e.add_argument('--class', dest='class_label', type=int, default=None,
                    help="class index to paint or turn the image into (default: 'no class')")
-    e.add_argument('--prompt', action='append', default=None, help="what a text model should paint, e.g. 'fox'")
+    e.add_argument('--prompt', action='append', help="what a text model should paint, e.g. 'fox'")
     e.add_argument('--cfg-scale', type=_cfg_scale, default=1., help='classifier-free guidance (1: none)')
     _run_options(e)
     e.add_argument('--out', default=out, help='output image file')
@@ -167,15 +164,15 @@ def _build_trainer(args) -> Trainer:
                             depths=tuple(args.depths), attention=args.attention, **text,
                             mapping_cond_dim=64 if args.image_prompt else 0)
     torch.manual_seed(args.seed)
-    model = HDiT(cfg)
-    return Trainer(model, ds, mapping_cond=image_prompt_embedding if args.image_prompt else None, config=TrainConfig(
+    return Trainer(HDiT(cfg), ds, TrainConfig(
         out_dir=args.out, steps=args.steps, minutes=args.minutes or None, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, seed=args.seed, cond_dropout=args.cond_dropout,
         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, lr_final=args.lr_final,
         ema_power=args.ema_power, hflip=not args.no_hflip,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision, compile=args.compile, num_workers=args.num_workers,
-        resume=not args.no_resume, progress=not args.quiet))
+        resume=not args.no_resume, progress=not args.quiet),
+        mapping_cond=image_prompt_embedding if args.image_prompt else None)
 
 # %% ../nbs/13_cli.ipynb #1d7c7962
 def train_command(args) -> Trainer:
@@ -187,9 +184,9 @@ def train_command(args) -> Trainer:
     trainer = _build_trainer(args)
     acc, ds, n = trainer.accelerator, trainer.dataset, sum(p.numel() for p in trainer.model.parameters())
     if acc.is_main_process:
-        what = 'captions' if ds.texts is not None else f'{ds.num_classes} classes'
-        print(f'hdit-edu train: {len(ds)} images at {args.size}px, {what}; HDiT with '
-              f'{n / 1e6:.2f}M parameters; global batch {args.batch_size} on {acc.num_processes} '
+        print(f'hdit-edu train: {len(ds)} images at {args.size}px, '
+              f'{"captions" if ds.texts else f"{ds.num_classes} classes"}; '
+              f'HDiT with {n / 1e6:.2f}M parameters; global batch {args.batch_size} on {acc.num_processes} '
               f'process(es), {acc.device}, mixed precision {acc.mixed_precision}, {threads} CPU thread(s); '
               f'output {args.out}', flush=True)
         print(_attention_line(args.attention, acc.device), flush=True)
@@ -222,14 +219,14 @@ def sample_command(args):
     with torch.no_grad():
         x = sample(den, args.n, (h, w), channels=model.config.input_channels, sampler=args.sampler,
                    steps=args.steps, class_cond=labels, cfg_scale=args.cfg_scale, seed=args.seed,
-                   device=device, prompt=_prompts(args, args.n), mapping_cond=_image_prompt(args, model, device))
+                   prompt=_prompts(args), mapping_cond=_image_prompt(args, model, device), device=device)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     image_grid(x.float().clamp(-1, 1).cpu(), nrow=args.nrow or max(1, round(args.n ** 0.5))).save(args.out)
     print(f'Wrote {args.n} samples ({h}x{w}, {args.sampler}, {args.steps} steps, seed {args.seed}) to '
           f'{args.out} in {time.time() - t0:.1f} s.', flush=True)
     return x
 
-# %% ../nbs/13_cli.ipynb #443f0062
+# %% ../nbs/13_cli.ipynb #d31d01fe
 def _image_prompt(args, model, device):
     "The embedding of `--image-prompt` for a model trained with image prompts (None without the option)."
     if args.image_prompt is None: return None
@@ -248,8 +245,8 @@ def inpaint_command(args) -> torch.Tensor:
     size = tuple(model.config.input_size)
     image, mask = _image_tensor(args.image, size), _mask_tensor(args.mask, size)
     t0 = time.time()
-    x = inpaint(den, image, mask, steps=args.steps, seed=args.seed, resample=args.resample,
-                class_cond=args.class_label, cfg_scale=args.cfg_scale, device=device, prompt=_prompts(args, 1))
+    x = inpaint(den, image, mask, steps=args.steps, seed=args.seed, resample=args.resample, device=device,
+                class_cond=args.class_label, cfg_scale=args.cfg_scale, prompt=_prompts(args, 1))
     _save_edit(x, args, f'{int(mask.sum())} of {mask.numel()} pixels painted, resample {args.resample}', t0)
     return x
 
@@ -262,8 +259,8 @@ def img2img_command(args) -> torch.Tensor:
     model, den, device = _load_denoiser(args)
     _check_class(args, model.num_classes, model.text_encoder is not None)
     image, t0 = _image_tensor(args.image, tuple(model.config.input_size)), time.time()
-    x = img2img(den, image, sigma_start=args.sigma_start, steps=args.steps, seed=args.seed,
-                class_cond=args.class_label, cfg_scale=args.cfg_scale, device=device, prompt=_prompts(args, 1))
+    x = img2img(den, image, sigma_start=args.sigma_start, steps=args.steps, seed=args.seed, device=device,
+                class_cond=args.class_label, cfg_scale=args.cfg_scale, prompt=_prompts(args, 1))
     _save_edit(x, args, f'from sigma {args.sigma_start:g}', t0)
     return x
 

@@ -237,20 +237,21 @@ def _load_denoiser(args):
     return model, Denoiser(model, sigma_data=checkpoint_sigma_data(args.checkpoint)), device
 
 def _check_class(args, k:int, text:bool=False):
-    "`--class`, `--prompt` and `--cfg-scale` checked against a model with `k` classes (0: none), `text` or not."
+    "`--class`, `--prompt` and `--cfg-scale` checked against a model with `k` classes (0: none), text or not."
     if args.class_label is not None and not 0 <= args.class_label < max(k, 1):
         raise ValueError(f'--class must be in [0, {k}) for this model' if k else
                          '--class needs a class-conditional model; this one has no classes' +
                          (': describe the picture with --prompt instead' if text else ''))
     if getattr(args, 'prompt', None) and not text:
-        raise ValueError('--prompt needs a text model (e.g. --checkpoint openmoji-text); this one reads no text' +
+        raise ValueError('--prompt needs a text model (e.g. --checkpoint openmoji-text); this one has none' +
                          (': pick a class with --class' if k else ''))
     if args.cfg_scale != 1 and not k and not text:
         raise ValueError('--cfg-scale needs a class-conditional or text model; this one is unconditional: '
                          'leave it at 1')
 
-def _prompts(args, n:int):
-    "The `--prompt` values cycled over `n` images (None when there are none: the empty prompt)."
+def _prompts(args, n:int|None=None):
+    "The `--prompt` values cycled over `n` images (default `--n`); None without any: the empty prompt."
+    n = n or args.n
     return None if not args.prompt else [args.prompt[i % len(args.prompt)] for i in range(n)]
 
 def _save_edit(x, args, what:str, t0:float):

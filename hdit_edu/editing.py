@@ -61,8 +61,8 @@ class KnownPixels(nn.Module):
 
 # %% ../nbs/10_editing.ipynb #6ba18e9c
 def _guided(den, class_cond, cfg_scale, n, device, prompt=None):
-    """The denoiser with guidance and its conditioning; a class-conditional model gets 'no class' by default, a
-    text model the `prompt` (None: the empty prompt)."""
+    """The denoiser with guidance and its conditioning; a class-conditional model gets 'no class' by default,
+    a text model the `prompt` (None: the empty prompt)."""
     k = _num_classes(den)
     c = _class_tensor(k if k and class_cond is None else class_cond, n, k, device)
     text = _text_tensor(den, prompt, n, device)
@@ -90,33 +90,26 @@ def _prepare(denoiser, image, steps, sampler, device):
 def inpaint(denoiser, image, mask, steps:int=25, seed:int=0, sampler:str='euler', resample:int=1,
             class_cond=None, cfg_scale:float=1., sigma_min:float=1e-2, sigma_max:float=80., rho:float=7.,
             device=None, callback=None, prompt=None, threads:int=None, **sampler_kwargs):
-    """Paint the pixels where `mask` is True; the others come back exactly as in `image` ([-1, 1]).
-    A text model paints what `prompt` says (one string, or one per image)."""
+    "Paint the pixels where `mask` is True, the others kept as in `image` ([-1, 1]); text models: `prompt`."
     den, device, y = _prepare(denoiser, image, steps, sampler, device)
     m = _check_mask(mask, y)
     if not (isinstance(resample, int) and resample >= 1):
         raise ValueError(f"resample must be a whole number >= 1 (1: replacement only), got {resample}.")
     den, extra = _guided(den, class_cond, cfg_scale, len(y), device, prompt)
-    with cpu_threads(threads, device), _eval_mode(den):
-        return _inpaint_run(den, y, m, steps, seed, sampler, resample, extra, sigma_min, sigma_max, rho, device,
-                            callback, sampler_kwargs)
-
-def _inpaint_run(den, y, m, steps, seed, sampler, resample, extra, sigma_min, sigma_max, rho, device, callback,
-                 sampler_kwargs):
-    "The sampling loop of `inpaint`, on checked inputs."
     gen = torch.Generator(device).manual_seed(seed)
     den, run = KnownPixels(den, y, m, gen), SAMPLERS[sampler]
     sigmas = get_sigmas_karras(steps, sigma_min, sigma_max, rho, device)
     x = torch.randn(y.shape, generator=gen, device=device, dtype=y.dtype) * sigma_max
     kw = dict(extra_args=extra, generator=gen, **sampler_kwargs)
-    if resample == 1: x = run(den, x, sigmas, callback=callback, **kw)
-    for i in range(steps if resample > 1 else 0):
-        for r in range(resample):
-            cb = callback and (lambda d, i=i, r=r: callback({**d, 'i': i, 'round': r}))
-            x = run(den, x, sigmas[i:i + 2], callback=cb, **kw)
-            if r < resample - 1:                                         # climb back to sigma_i, step again
-                noise = torch.randn(x.shape, generator=gen, device=device, dtype=x.dtype)
-                x = x + (sigmas[i] ** 2 - sigmas[i + 1] ** 2).sqrt() * noise
+    with cpu_threads(threads, device), _eval_mode(den):              # the thread choice `sample` makes
+        if resample == 1: x = run(den, x, sigmas, callback=callback, **kw)
+        for i in range(steps if resample > 1 else 0):
+            for r in range(resample):
+                cb = callback and (lambda d, i=i, r=r: callback({**d, 'i': i, 'round': r}))
+                x = run(den, x, sigmas[i:i + 2], callback=cb, **kw)
+                if r < resample - 1:                                     # climb back to sigma_i, step again
+                    noise = torch.randn(x.shape, generator=gen, device=device, dtype=x.dtype)
+                    x = x + (sigmas[i] ** 2 - sigmas[i + 1] ** 2).sqrt() * noise
     return torch.where(m, x, y)
 
 # %% ../nbs/10_editing.ipynb #811fffa3

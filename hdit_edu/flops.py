@@ -9,6 +9,7 @@ __all__ = ['flop_breakdown', 'count_flops']
 import torch
 from torch import nn
 from .attention import AttentionBlock
+from functools import partial
 from .text import CrossAttentionBlock, TextSelfAttention
 from .model import HDiT
 
@@ -25,12 +26,20 @@ def _group(name, n_levels):
 # %% ../nbs/06_flops.ipynb #1dda0d32
 def _attend_shape_only(q, k, v): return v               # stands in for an attention kernel: same shape
 
+# %% ../nbs/06_flops.ipynb #7871ff61
+def _text_macs(mod, inp, out, add, group):
+    "Forward hook: MACs of a text layer's matmuls (cross-attention to every text token, the text's self-attention)."
+    if isinstance(mod, CrossAttentionBlock):
+        x, text = inp[0], inp[1]
+        add((group, 'attention'), x.shape[0] * mod.attention_macs(*x.shape[-3:-1], text.shape[1]))
+    else:
+        b, L, d = inp[0].shape
+        add((group, 'attention'), b * 2 * L * L * d)
+
 # %% ../nbs/06_flops.ipynb #0c5fc109
 def flop_breakdown(model:HDiT, input_shape, batch_size=1):
-    """MACs of one forward pass, as a dict `{(part, 'linear' or 'attention'): macs}`;
-    `input_shape` is (channels, height, width)."""
-    c, h, w = input_shape
-    cfg = model.config
+    "MACs of one forward pass as `{(part, 'linear' or 'attention'): macs}`; `input_shape`: (c, h, w)."
+    (c, h, w), cfg = input_shape, model.config
     if any(not t.is_meta for t in model.parameters()):
         with torch.device('meta'): model = HDiT(cfg)            # same structure, no data
     counts, hooks, stand_ins = {}, [], []
@@ -47,18 +56,11 @@ def flop_breakdown(model:HDiT, input_shape, batch_size=1):
             hooks.append(m.register_forward_hook(attention_macs))
             m.attend = _attend_shape_only; stand_ins.append(m)   # its cost is attention_macs: skip running it
         elif isinstance(m, (CrossAttentionBlock, TextSelfAttention)):   # text: counted at the longest prompt
-            def text_macs(mod, inp, out, g=group):
-                if isinstance(mod, CrossAttentionBlock):
-                    x, text = inp[0], inp[1]
-                    add((g, 'attention'), x.shape[0] * mod.attention_macs(*x.shape[-3:-1], text.shape[1]))
-                else:
-                    b, L, d = inp[0].shape
-                    add((g, 'attention'), b * 2 * L * L * d)
-            hooks.append(m.register_forward_hook(text_macs))
+            hooks.append(m.register_forward_hook(partial(_text_macs, add=add, group=group)))
     kw, n = dict(device='meta'), batch_size
     cond = dict(class_cond=torch.zeros(n, dtype=torch.long, **kw) if cfg.num_classes else None,
-                mapping_cond=torch.zeros(n, cfg.mapping_cond_dim, **kw) if cfg.mapping_cond_dim else None)
-    if cfg.text_vocab is not None: cond['text'] = torch.ones(n, cfg.text_max_len + 1, dtype=torch.long, **kw)
+                mapping_cond=torch.zeros(n, cfg.mapping_cond_dim, **kw) if cfg.mapping_cond_dim else None,
+                text=torch.ones(n, cfg.text_max_len + 1, dtype=torch.long, **kw) if cfg.text_vocab else None)
     try:
         with torch.no_grad(): model(torch.zeros(n, c, h, w, **kw), torch.ones(n, **kw), **cond)
     finally:

@@ -35,16 +35,14 @@ class HDiT(nn.Module):
         self._build(HDiTConfig.from_dict(config) if isinstance(config, dict) else config)   # the parts: below
 
     def forward(self, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
-        """Network output (shaped like `x`) for scaled noisy images `x` `[b, c, h, w]` at noise levels `sigma`;
-        a text model also reads `text`, token ids `[b, L]` from `model.tokenize(prompts)` (the text page)."""
+        "Network output, shaped like the scaled noisy images `x` `[b, c, h, w]`, at noise levels `sigma`."
         sigma, class_cond = check_inputs(self, x, sigma, class_cond, mapping_cond, aug_cond, text)  # shapes
         # 1. patching: pixels [b, c, H, W] -> tokens [b, H/p, W/p, width], and the tokens' positions
         x = self.patch_in(x.movedim(-3, -1))
         pos = make_axial_pos(x.shape[-3], x.shape[-2], device=x.device)
         # 2. conditioning: noise level (+ class, text, ...) -> one vector per image, read by every layer
-        text = None if text is None else self.text_encoder(text)    # (tokens, mask, pooled) or None
-        cond = self.conditioning(sigma, class_cond, mapping_cond, aug_cond, text)
-        text = None if text is None else text[:2]                   # what cross-attention reads
+        text = None if text is None else self.text_encoder(text)    # (tokens, mask, pooled): the text page
+        cond, text = self.conditioning(sigma, class_cond, mapping_cond, aug_cond, text), text and text[:2]
         # 3. down: at every level but the last, run its layers, keep a skip, merge 2x2 tokens into one
         skips, poses = [], []
         for level, merge in zip(self.down_levels, self.merges):
@@ -95,10 +93,7 @@ class HDiTConfig:
     mapping_dropout: float = 0.0
     class_names: list = None          # optional names of the classes (saved with the model)
     text_vocab: list = None           # words of a text-conditional model (None: no text; see the text page)
-    text_width: int = 128             # the text encoder: width, layers, longest prompt in words, head size
-    text_depth: int = 2
-    text_max_len: int = 16
-    text_d_head: int = 32
+    text_width: int = 128; text_depth: int = 2; text_max_len: int = 16; text_d_head: int = 32   # its encoder
     cross_attention: list = None      # levels (indices) whose layers read the text; None: every level
     text_pooled: bool = True          # also add the pooled text vector to the mapping network's input
 
@@ -220,18 +215,19 @@ def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=
 # %% ../nbs/05_model.ipynb #416c1264
 @patch
 def _make_layer(self:HDiT, lv:LevelConfig, index, mapping_width, text_width=0):
-    "Transformer layer number `index` of a level `lv` (odd layers shift their windows; text_width: cross-attention)."
+    "Layer number `index` of level `lv` (odd layers shift their windows; `text_width`: cross-attention)."
     shift = lv.window_size // 2 if index % 2 else 0
     attn = make_attention_block(lv.attention, lv.width, lv.d_head, mapping_width, lv.kernel_size,
                                 lv.window_size, shift, lv.dropout)
-    cross = CrossAttentionBlock(lv.width, text_width, lv.d_head, mapping_width, lv.dropout) if text_width else None
+    cross = (CrossAttentionBlock(lv.width, text_width, lv.d_head, mapping_width, lv.dropout)
+             if text_width else None)
     return TransformerLayer(lv.width, lv.d_ff, mapping_width, attn, lv.dropout, cross)
 
 @patch
 def _build_levels(self:HDiT, config:HDiTConfig):
     "A down and an up stack for every level but the last, and the middle stack for the last."
     levels, mw = config.levels, config.mapping_width
-    reads = config.cross_attention_levels                 # levels whose layers read the text (none without text)
+    reads = config.cross_attention_levels                 # levels whose layers read the text
     tw = [config.text_width if i in reads else 0 for i in range(len(levels))]
     self.down_levels, self.up_levels = nn.ModuleList(), nn.ModuleList()
     for j, lv in enumerate(levels[:-1]):
@@ -293,8 +289,8 @@ def _attention_layers(model, kind='self_attn'):
 @patch
 def attention_maps(self:HDiT, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None,
                    kind:str='self_attn'):
-    """Exact attention weights of every attention layer: dicts of stage, level, layer, kind, token_hw, weights;
-    `kind='cross_attn'`: the cross-attention layers of a text model, weights `[b, heads, h, w, text tokens]`."""
+    """Exact attention weights of every attention layer: dicts of stage, level, layer, kind, token_hw,
+    weights; `kind='cross_attn'`: a text model's cross-attention, weights `[b, heads, h, w, text tokens]`."""
     layers = _attention_layers(self, kind)
     try:
         for *_, blk in layers: blk.record = []

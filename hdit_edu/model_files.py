@@ -55,11 +55,12 @@ def check_config(cfg):
     if cfg.class_names is not None and len(cfg.class_names) != cfg.num_classes:
         raise ValueError(f"{len(cfg.class_names)} class_names for num_classes={cfg.num_classes}.")
     if cfg.text_vocab is not None:
-        if cfg.text_width < 1 or cfg.text_width % cfg.text_d_head or cfg.text_max_len < 1 or cfg.text_depth < 0:
+        w, d = cfg.text_width, cfg.text_d_head
+        if min(w, cfg.text_max_len) < 1 or w % d or cfg.text_depth < 0:
             raise ValueError(f"text_width ({cfg.text_width}) must be a positive multiple of text_d_head "
                              f"({cfg.text_d_head}), text_max_len ({cfg.text_max_len}) >= 1, text_depth >= 0.")
         bad = [i for i in cfg.cross_attention or () if not 0 <= i < len(cfg.levels)]
-        if bad: raise ValueError(f"cross_attention levels {bad} do not exist: use indices 0..{len(cfg.levels) - 1}.")
+        if bad: raise ValueError(f"cross_attention levels {bad} do not exist: use 0..{len(cfg.levels) - 1}.")
         if cfg.cross_attention is not None and len(cfg.cross_attention) == 0 and not cfg.text_pooled:
             raise ValueError("with cross_attention=[] and text_pooled=False the model would ignore the text.")
     check_input_size(cfg, cfg.input_size)

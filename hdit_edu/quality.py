@@ -135,7 +135,6 @@ def train_feature_net(images, labels=None, epochs:int=30, batch_size:int=64, lr:
                       seed:int=0, log=print, device='cpu', augment=None) -> FeatureNet:
     """Train a `FeatureNet` on `device` to classify `images` (`labels`, or each its own class); in eval mode.
     `augment(x, generator)` changes each batch (default `random_affine`)."""
-    augment = augment or random_affine
     x = prepare_images(images, in_size).to(device)
     y = (torch.arange(len(x)) if labels is None else torch.as_tensor(labels, dtype=torch.long)).to(device)
     if len(y) != len(x): raise ValueError(f"{len(x)} images but {len(y)} labels.")
@@ -148,7 +147,7 @@ def train_feature_net(images, labels=None, epochs:int=30, batch_size:int=64, lr:
     for ep in range(epochs):
         net.train(); tot = correct = 0
         for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            out = net(augment(x[idx], gen))
+            out = net((augment or random_affine)(x[idx], gen))
             loss = F.cross_entropy(out, y[idx], label_smoothing=0.1)
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
             tot += loss.item() * len(idx); correct += (out.argmax(1) == y[idx]).sum().item()
@@ -204,7 +203,7 @@ def extract_features(images, net:'FeatureNet|None'=None, batch_size:int=256) -> 
     return torch.cat([net.features(x[i:i + batch_size].to(dev)).float().cpu()
                       for i in range(0, len(x), batch_size)])
 
-# %% ../nbs/12_quality.ipynb #66288c1b
+# %% ../nbs/12_quality.ipynb #000f7a61
 @torch.no_grad()
 def image_prompt_embedding(images, net:'FeatureNet|None'=None) -> torch.Tensor:
     """An image prompt for a model built with `mapping_cond_dim=64`: the shipped feature net's features of `images`

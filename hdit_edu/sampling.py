@@ -196,33 +196,34 @@ def _num_classes(denoiser):
         if n is not None: return int(n)
     return 0
 
+# %% ../nbs/08_sampling.ipynb #2c1db95e
+def _unconditional(key, value, num_classes):
+    "The 'no condition' counterpart of `value`: class `num_classes`, the empty prompt `[<bos>]`, a zero vector."
+    if key == 'class_cond': return torch.full_like(value, num_classes)
+    if key == 'text': return torch.zeros_like(value).index_fill_(1, value.new_zeros(1), BOS)
+    return torch.zeros_like(value)                                   # mapping_cond: no image prompt
+
 # %% ../nbs/08_sampling.ipynb #70ef6911
 class CFGDenoiser(nn.Module):
-    """Classifier-free guidance around a conditional `denoiser`: against 'no class' (index `num_classes`) for a
-    class-conditional model, against the empty prompt (token ids `[<bos>]`) for a text model."""
+    "Classifier-free guidance around a conditional `denoiser`, against its prediction with no condition."
     def __init__(self, denoiser, cond_scale:float, num_classes:int=None, text:bool=False, mapping:bool=False):
         super().__init__()
-        self.inner, self.cond_scale, self.text, self.mapping = denoiser, float(cond_scale), bool(text), bool(mapping)
+        self.inner, self.cond_scale = denoiser, float(cond_scale)
+        self.text, self.mapping = bool(text), bool(mapping)          # against '' / a zero mapping_cond
         self.num_classes = _num_classes(denoiser) if num_classes is None else int(num_classes)
         if self.num_classes < 1 and not self.text and not self.mapping:
-            raise ValueError("Classifier-free guidance needs a class-conditional, text or image-prompt model; this "
-                             "denoiser is none of them. Pass num_classes= (or text=True) if the model does not "
-                             "expose it.")
+            raise ValueError("Classifier-free guidance needs a class-conditional, text or image-prompt "
+                             "model; pass num_classes= (or text=True) if the model does not expose it.")
     def forward(self, x, sigma, class_cond=None, text=None, **kwargs):
         "Guided denoised estimate: `uncond + cond_scale * (cond - uncond)`, both branches in one batch."
-        mapping_cond = kwargs.pop('mapping_cond', None) if self.mapping else None
-        if class_cond is None and text is None and mapping_cond is None:
-            raise ValueError("CFGDenoiser needs class_cond (class indices), text (token ids) or mapping_cond.")
-        cond = {k: v for k, v in dict(class_cond=class_cond, text=text, mapping_cond=mapping_cond).items()
+        mc = kwargs.pop('mapping_cond', None) if self.mapping else None
+        cond = {k: v for k, v in dict(class_cond=class_cond, text=text, mapping_cond=mc).items()
                 if v is not None}
+        if not cond: raise ValueError("CFGDenoiser needs class_cond (class indices), text or mapping_cond.")
         if self.cond_scale == 1.: return self.inner(x, sigma, **cond, **kwargs)
-        null = {}
-        if class_cond is not None: null['class_cond'] = torch.full_like(class_cond, self.num_classes)
-        if text is not None: null['text'] = torch.zeros_like(text).index_fill_(1, text.new_zeros(1), BOS)
-        if mapping_cond is not None: null['mapping_cond'] = torch.zeros_like(mapping_cond)   # no image prompt
         two = lambda t: torch.cat([t, t]) if torch.is_tensor(t) and t.ndim and t.shape[0] == x.shape[0] else t
         sigma = two(torch.as_tensor(sigma, device=x.device).expand(x.shape[0]))
-        both = {k: torch.cat([null[k], v]) for k, v in cond.items()}
+        both = {k: torch.cat([_unconditional(k, v, self.num_classes), v]) for k, v in cond.items()}
         uncond, cond = self.inner(torch.cat([x, x]), sigma, **both,
                                   **{k: two(v) for k, v in kwargs.items()}).chunk(2)
         return uncond + (cond - uncond) * self.cond_scale
@@ -296,7 +297,7 @@ def _text_tensor(denoiser, prompt, n, device):
                          f"{len(prompts)} item(s) of types {sorted({type(p).__name__ for p in prompts})}.")
     return model.tokenize(prompts).to(device)
 
-# %% ../nbs/08_sampling.ipynb #d3449454
+# %% ../nbs/08_sampling.ipynb #41a88ea8
 def _mapping_tensor(denoiser, mapping_cond, n, device):
     "`mapping_cond` as `[n, d]` for a model with `mapping_cond_dim = d` (None: zeros); None for a model without."
     model = getattr(denoiser, 'model', denoiser)
@@ -333,24 +334,18 @@ def _check_args(n, size, sampler, steps, cfg_scale):
 # %% ../nbs/08_sampling.ipynb #07147cc1
 def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', steps:int=50,
            sigma_min:float=1e-2, sigma_max:float=80., class_cond=None, cfg_scale:float=1., seed:int=0,
-           device=None, callback=None, rho:float=7., threads:int=None, prompt=None, mapping_cond=None,
+           prompt=None, mapping_cond=None, device=None, callback=None, rho:float=7., threads:int=None,
            **sampler_kwargs):
     """Draw `n` images of `size` (int or (h, w)) from `denoiser`: `[n, channels, h, w]`, about in [-1, 1].
-    A text model takes `prompt`: one string for all images or a list of `n` ('' or None: unconditional).
-    A model built with `mapping_cond_dim` takes `mapping_cond` `[d]` or `[n, d]`, e.g. an image prompt
-    (`quality.image_prompt_embedding`); None gives zeros, the 'no image prompt' vector."""
+    Text models read `prompt` (one string, or `n`), image-prompt models `mapping_cond` (see the text page)."""
     n, (h, w), cfg_scale = _check_args(n, size, sampler, steps, cfg_scale)
     den = _as_denoiser(denoiser)
     device = torch.device(device) if device is not None else _device_of(den)
     num_classes = _num_classes(den)
     c = _class_tensor(class_cond, n, num_classes, device, _class_names(den))
-    text = _text_tensor(den, prompt, n, device)
-    mc = _mapping_tensor(den, mapping_cond, n, device)
-    if cfg_scale != 1.:                                                  # raises for an unconditional model
-        den = CFGDenoiser(den, cfg_scale, num_classes, text is not None, mc is not None)
-    extra_args = {} if c is None else {'class_cond': c}
-    if text is not None: extra_args['text'] = text
-    if mc is not None: extra_args['mapping_cond'] = mc
+    text, mc = _text_tensor(den, prompt, n, device), _mapping_tensor(den, mapping_cond, n, device)
+    if cfg_scale != 1.: den = CFGDenoiser(den, cfg_scale, num_classes, text is not None, mc is not None)
+    extra_args = {k: v for k, v in dict(class_cond=c, text=text, mapping_cond=mc).items() if v is not None}
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         x = torch.randn((n, channels, h, w), generator=gen, device=device) * sigma_max

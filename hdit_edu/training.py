@@ -179,30 +179,49 @@ def _record_class_names(model, dataset, num_classes:int):
     if isinstance(model, HDiT) and cfg.class_names is None and num_classes and len(names) == num_classes:
         cfg.class_names = model.class_names = [str(n) for n in names]
 
+# %% ../nbs/11_training.ipynb #66595dd6
+def _conditioning(model, dataset, mapping_cond) -> tuple:
+    """`(num_classes, text)` of `model` (text: it trains on captions), checked against what `dataset` gives and
+    `mapping_cond` (images -> `[b, mapping_cond_dim]`, e.g. `quality.image_prompt_embedding` for image prompts)."""
+    num_classes, text = int(getattr(model, 'num_classes', 0) or 0), getattr(model, 'text_encoder', None) is not None
+    md = getattr(getattr(model, 'config', None), 'mapping_cond_dim', 0) or 0
+    if bool(md) != (mapping_cond is not None):
+        raise ValueError(f"the model has mapping_cond_dim={md}: " + (
+            "pass mapping_cond=, a function of the clean images (e.g. quality.image_prompt_embedding)"
+            if md else "drop mapping_cond=, or build the model with mapping_cond_dim"))
+    if text and num_classes:
+        raise ValueError("a model with both classes and text is not supported by the Trainer: build it with "
+                         "num_classes=0 (the captions carry the classes).")
+    if text and not isinstance(_split_batch(_collate_one(dataset[0]))[1], (list, tuple)):
+        raise ValueError("this model reads text, so the dataset must give (image, caption) pairs: "
+                         "ImageDataset(ds, size, text_column='text') (e.g. ds = openmoji_text_dataset(32)).")
+    return num_classes, text
+
+def _prompt_inputs(model, mapping_cond_fn, text:bool, x, y, drop, flip, hflip:bool):
+    """`(x, cond)`: `x` flipped where `flip` says (never where its caption names a side), and the batch's text and
+    image-prompt inputs; `drop`ped rows get the empty prompt and the zero image prompt."""
+    cond = {}
+    if text:
+        y = list(y)
+        flip = flip & torch.tensor([not names_a_side(t) for t in y], device=x.device, dtype=torch.bool)
+        cond['text'] = model.tokenize(['' if d else t for t, d in zip(y, drop.tolist())], warn=False).to(x.device)
+    if hflip: x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if mapping_cond_fn is not None:
+        mc = mapping_cond_fn(x).to(x.device, x.dtype)
+        cond['mapping_cond'] = torch.where(drop[:, None], torch.zeros_like(mc), mc)
+    return x, cond
+
 # %% ../nbs/11_training.ipynb #2bb0a0ec
 class Trainer(Resumable):
     "Train `model` (HDiT or any module with its `forward`) as an EDM denoiser on `dataset` with Accelerate"
     def __init__(self, model:nn.Module, dataset, config:'TrainConfig|None'=None, accelerator=None,
                  callbacks=(), mapping_cond=None, **overrides):
-        "`mapping_cond(images) -> [b, mapping_cond_dim]`: e.g. image prompts (`quality.image_prompt_embedding`)."
         self.config = cfg = replace(config or TrainConfig(), **overrides)
-        self.mapping_cond_fn = mapping_cond
-        md = getattr(getattr(model, 'config', None), 'mapping_cond_dim', 0) or 0
-        if bool(md) != (mapping_cond is not None):
-            raise ValueError(f"the model has mapping_cond_dim={md}: " + (
-                "pass mapping_cond=, a function of the clean images (e.g. quality.image_prompt_embedding)"
-                if md else "drop mapping_cond=, or build the model with mapping_cond_dim"))
         if len(dataset) < 1: raise ValueError("the dataset is empty: there is nothing to train on")
         self.accelerator = accelerator or make_accelerator(cfg)
         self.model, self.dataset, self.callbacks = model, dataset, list(callbacks)
-        self.num_classes = int(getattr(model, 'num_classes', 0) or 0)
-        self.text = getattr(model, 'text_encoder', None) is not None    # a text model trains on captions
-        if self.text and self.num_classes:
-            raise ValueError("a model with both classes and text is not supported by the Trainer: build it with "
-                             "num_classes=0 (the captions carry the classes).")
-        if self.text and not isinstance(_split_batch(_collate_one(dataset[0]))[1], (list, tuple)):
-            raise ValueError("this model reads text, so the dataset must give (image, caption) pairs: "
-                             "ImageDataset(ds, size, text_column='text') (e.g. ds = openmoji_text_dataset(32)).")
+        self.mapping_cond_fn = mapping_cond           # images -> [b, mapping_cond_dim], e.g. image prompts
+        self.num_classes, self.text = _conditioning(model, dataset, mapping_cond)   # checked
         _record_class_names(model, dataset, self.num_classes)   # they travel in checkpoints and saved models
         self.denoiser = Denoiser(model, sigma_data=cfg.sigma_data, weighting=cfg.weighting)
         self.image_shape = tuple(_split_batch(_collate_one(dataset[0]))[0].shape[1:])
@@ -237,16 +256,8 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     for m in range(cfg.grad_accum):
         x, y = _split_batch(next(it))
         rows = slice(m * micro + rank * per, m * micro + (rank + 1) * per)   # this process's rows
-        cond, f_rows = {}, flip[rows]
-        if self.text:          # captions: dropped ones become '' (unconditional); no flip where a caption says a side
-            y = list(y)
-            f_rows = f_rows & torch.tensor([not names_a_side(t) for t in y], device=dev, dtype=torch.bool)
-            cond['text'] = self.model.tokenize(['' if d else t for t, d in zip(y, drop[rows].tolist())],
-                                               warn=False).to(dev)
-        if cfg.hflip: x = torch.where(f_rows[:, None, None, None], x.flip(-1), x)
-        if self.mapping_cond_fn is not None:   # e.g. the image's own embedding; dropped rows: zeros ("none")
-            mc = self.mapping_cond_fn(x).to(x.device, x.dtype)
-            cond['mapping_cond'] = torch.where(drop[rows, None], torch.zeros_like(mc), mc)
+        x, cond = _prompt_inputs(self.model, self.mapping_cond_fn, self.text, x, y, drop[rows], flip[rows],
+                                 cfg.hflip)   # flips; prompts of text models, embeddings of image prompts
         if self.num_classes and not self.text:   # unlabeled images (label < 0), dropped labels: "no class"
             y = torch.full((x.shape[0],), -1, device=dev, dtype=torch.long) if y is None else y
             cond['class_cond'] = torch.where(drop[rows] | (y < 0), torch.full_like(y, self.num_classes), y)
@@ -363,6 +374,7 @@ def real_images(self:Trainer, n:int|None=None) -> torch.Tensor:
     idx = list(StreamSampler(len(self.dataset), self.config.seed, 0, min(n, len(self.dataset))))
     return torch.stack([_split_batch(_collate_one(self.dataset[i]))[0][0] for i in idx])
 
+# %% ../nbs/11_training.ipynb #9680c403
 @patch
 def real_captions(self:Trainer, n:int|None=None) -> list:
     "The captions of `real_images(n)` (a text model's dataset gives `(image, caption)` pairs), repeated to `n`."

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 NBS = Path(__file__).resolve().parents[1] / 'nbs'
-COURSE = sorted(NBS.glob('[0-9][0-9]_*.ipynb'))
+COURSE = sorted([*NBS.glob('[0-9][0-9]_*.ipynb'), *NBS.glob('[0-9][0-9][a-z]_*.ipynb')])   # 09a: after 09
 APPENDIX = sorted(NBS.glob('appendix_*.ipynb'))
 ALL = sorted(NBS.glob('*.ipynb'))
 HIDDEN = re.compile(r"^#\|\s*(hide\b|echo:\s*false|include:\s*false|exporti?\b(?!s))", re.M)
