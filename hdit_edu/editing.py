@@ -68,7 +68,7 @@ def _guided(den, class_cond, cfg_scale, n, device, prompt=None):
     text = _text_tensor(den, prompt, n, device)
     if cfg_scale != 1.:
         if k == 0 and text is None:
-            raise ValueError("cfg_scale != 1 needs a class-conditional or text model: leave cfg_scale=1.")
+            raise ValueError("cfg_scale != 1 needs a class-conditional model (or a text one): leave cfg_scale=1.")
         den = CFGDenoiser(den, cfg_scale, k, text is not None)
     extra = {} if c is None else {'class_cond': c}
     if text is not None: extra['text'] = text

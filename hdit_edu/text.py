@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'PAD', 'BOS', 'UNK', 'MIRROR_WORDS', 'caption_words', 'WordTokenizer', 'names_a_side',
-           'TextSelfAttention', 'TextFeedForward', 'TextEncoder', 'CrossAttentionBlock']
+           'TextSelfAttention', 'TextEncoder', 'CrossAttentionBlock']
 
-# %% ../nbs/09a_text.ipynb #11ef2be5
+# %% ../nbs/09a_text.ipynb #7c1df0d4
 import re, warnings
 import torch
 from torch import nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .attention import rms_norm, RMSNorm, AdaRMSNorm, zero_init, scale_for_cosine_sim
-from .blocks import LinearGEGLU
+from .blocks import MappingFeedForwardBlock
 
 # %% ../nbs/09a_text.ipynb #6104755d
 SPECIAL_TOKENS = ('<pad>', '<bos>', '<unk>')
@@ -107,18 +107,7 @@ class TextSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return x + self.out_proj(self.dropout(y.transpose(1, 2).flatten(-2)))
 
-# %% ../nbs/09a_text.ipynb #bc553b72
-class TextFeedForward(nn.Module):
-    "Pre-norm GEGLU feed-forward block over text tokens, zero-initialised output."
-    def __init__(self, d_model, d_ff, dropout=0.0):
-        super().__init__()
-        self.norm = RMSNorm(d_model)
-        self.up_proj = LinearGEGLU(d_model, d_ff, bias=False)
-        self.dropout = nn.Dropout(dropout)
-        self.down_proj = zero_init(nn.Linear(d_ff, d_model, bias=False))
-    def forward(self, x): return x + self.down_proj(self.dropout(self.up_proj(self.norm(x))))
-
-# %% ../nbs/09a_text.ipynb #bf2a6d30
+# %% ../nbs/09a_text.ipynb #731949dc
 class TextEncoder(nn.Module):
     "Token ids `[b, L]` -> token features `[b, L, width]`, their mask `[b, L]`, a pooled vector `[b, width]`."
     def __init__(self, vocab_size:int, width:int=128, depth:int=2, max_len:int=16, d_head:int=32,
@@ -130,7 +119,7 @@ class TextEncoder(nn.Module):
         self.layers = nn.ModuleList()
         for _ in range(depth):
             self.layers += [TextSelfAttention(width, d_head, dropout),
-                            TextFeedForward(width, 3 * width, dropout)]
+                            MappingFeedForwardBlock(width, 3 * width, dropout)]
         self.out_norm = RMSNorm(width)
 
     def forward(self, ids):

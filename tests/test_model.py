@@ -277,8 +277,8 @@ def test_save_load_round_trip_and_errors(tmp_path):
     (tmp_path / 'other.json').write_text('{"levels": "nonsense"}')
     with pytest.raises(ValueError, match='not a valid HDiTConfig'): load_model(tmp_path / 'other')
     with pytest.raises(FileNotFoundError, match='not included in this installation'): load_pretrained('no-such-model')
-    assert pretrained_models() == ['openmoji64']                        # the quality net next to it is not an HDiT
-    with pytest.raises(FileNotFoundError, match='available: openmoji64[.]'): load_pretrained('featnet_openmoji')
+    assert pretrained_models() == ['openmoji-text', 'openmoji64']   # the quality nets next to them are not HDiTs
+    with pytest.raises(FileNotFoundError, match='available: openmoji-text, openmoji64[.]'): load_pretrained('featnet_openmoji')
 
 
 def test_presets_match_the_paper():
