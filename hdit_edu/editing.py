@@ -8,8 +8,8 @@ __all__ = ['KnownPixels', 'inpaint', 'img2img']
 # %% ../nbs/10_editing.ipynb #dab37cb2
 import torch
 from torch import nn
-from .sampling import (SAMPLERS, CFGDenoiser, get_sigmas_karras, _as_denoiser, _num_classes,
-                               _device_of, _class_tensor, _text_tensor, _image_shape, _eval_mode)
+from .sampling import (SAMPLERS, get_sigmas_karras, _as_denoiser, _num_classes, _device_of, _cond_args,
+                               _guided, _image_shape, _eval_mode)
 from .fast_attention import cpu_threads
 
 # %% ../nbs/10_editing.ipynb #cb530f19
@@ -60,18 +60,15 @@ class KnownPixels(nn.Module):
         return torch.where(self.mask, self.inner(x, sigma, **kwargs), self.image)
 
 # %% ../nbs/10_editing.ipynb #6ba18e9c
-def _guided(den, class_cond, cfg_scale, n, device, prompt=None):
+def _edit_conditioning(den, class_cond, cfg_scale, n, device, prompt=None):
     """The denoiser with guidance and its conditioning; a class-conditional model gets 'no class' by default,
     a text model the `prompt` (None: the empty prompt)."""
     k = _num_classes(den)
-    c = _class_tensor(k if k and class_cond is None else class_cond, n, k, device)
-    text = _text_tensor(den, prompt, n, device)
+    extra = _cond_args(den, n, device, k if k and class_cond is None else class_cond, prompt)
     if cfg_scale != 1.:
-        if k == 0 and text is None:
-            raise ValueError("cfg_scale != 1 needs a class-conditional model (or a text one): leave cfg_scale=1.")
-        den = CFGDenoiser(den, cfg_scale, k, text is not None)
-    extra = {} if c is None else {'class_cond': c}
-    if text is not None: extra['text'] = text
+        if not extra: raise ValueError("cfg_scale != 1 needs a class-conditional model (or a text one): "
+                                       "leave cfg_scale=1.")
+        den = _guided(den, cfg_scale, extra)
     return den, extra
 
 def _prepare(denoiser, image, steps, sampler, device):
@@ -95,7 +92,7 @@ def inpaint(denoiser, image, mask, steps:int=25, seed:int=0, sampler:str='euler'
     m = _check_mask(mask, y)
     if not (isinstance(resample, int) and resample >= 1):
         raise ValueError(f"resample must be a whole number >= 1 (1: replacement only), got {resample}.")
-    den, extra = _guided(den, class_cond, cfg_scale, len(y), device, prompt)
+    den, extra = _edit_conditioning(den, class_cond, cfg_scale, len(y), device, prompt)
     gen = torch.Generator(device).manual_seed(seed)
     den, run = KnownPixels(den, y, m, gen), SAMPLERS[sampler]
     sigmas = get_sigmas_karras(steps, sigma_min, sigma_max, rho, device)
@@ -124,7 +121,7 @@ def img2img(denoiser, image, sigma_start:float=2., steps:int=25, seed:int=0, sam
         raise ValueError(f"sigma_start must lie in (sigma_min, sigma_max] = ({sigma_min:g}, {sigma_max:g}], "
                          f"got "
                          f"{sigma_start}: about 1-5 keeps the layout, {sigma_max:g} forgets the image.")
-    den, extra = _guided(den, class_cond, cfg_scale, len(y), device, prompt)
+    den, extra = _edit_conditioning(den, class_cond, cfg_scale, len(y), device, prompt)
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         sigmas = get_sigmas_karras(steps, sigma_min, sigma_start, rho, device)

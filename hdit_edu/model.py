@@ -115,13 +115,6 @@ def stride(self:HDiTConfig):
     f = 2 ** (len(self.levels) - 1)
     return (self.patch_size[0] * f, self.patch_size[1] * f)
 
-# %% ../nbs/05_model.ipynb #65551ca3
-@patch(as_prop=True)
-def cross_attention_levels(self:HDiTConfig):
-    "Indices of the levels whose layers read the text: none without text, else `cross_attention` (None: all)."
-    if self.text_vocab is None: return ()
-    return tuple(range(len(self.levels))) if self.cross_attention is None else tuple(self.cross_attention)
-
 # %% ../nbs/05_model.ipynb #6a2d1bca
 @patch
 def token_sizes(self:HDiTConfig, input_size=None):
@@ -194,9 +187,9 @@ def _build_mapping(self:HDiT, config:HDiTConfig):
     extra = config.mapping_cond_dim
     self.mapping_cond_in_proj = nn.Linear(extra, mw, bias=False) if extra else None
     self.mapping = MappingNetwork(config.mapping_depth, mw, config.mapping_d_ff, config.mapping_dropout)
-    self.text_encoder = self.text_pooled_in_proj = None
+    self.text_encoder = self.text_pooled_in_proj = None             # a text model (the text page):
     if config.text_vocab is not None:
-        self.text_encoder = TextEncoder(len(self.tokenizer), config.text_width, config.text_depth,
+        self.text_encoder = TextEncoder(config.text_vocab, config.text_width, config.text_depth,
                                         config.text_max_len, config.text_d_head)
         if config.text_pooled: self.text_pooled_in_proj = nn.Linear(config.text_width, mw, bias=False)
 
@@ -227,7 +220,8 @@ def _make_layer(self:HDiT, lv:LevelConfig, index, mapping_width, text_width=0):
 def _build_levels(self:HDiT, config:HDiTConfig):
     "A down and an up stack for every level but the last, and the middle stack for the last."
     levels, mw = config.levels, config.mapping_width
-    reads = config.cross_attention_levels                 # levels whose layers read the text
+    reads = range(len(levels)) if config.cross_attention is None else config.cross_attention   # read the text
+    reads = reads if config.text_vocab is not None else ()
     tw = [config.text_width if i in reads else 0 for i in range(len(levels))]
     self.down_levels, self.up_levels = nn.ModuleList(), nn.ModuleList()
     for j, lv in enumerate(levels[:-1]):
@@ -251,24 +245,6 @@ def _build(self:HDiT, config:HDiTConfig):
     self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
     nn.init.zeros_(self.patch_out.proj.weight)
 
-# %% ../nbs/05_model.ipynb #77927ec1
-@patch(as_prop=True)
-def tokenizer(self:HDiT):
-    "The `WordTokenizer` of a text model (its words live in the config, so they travel with it); None without."
-    cfg = self.config
-    if cfg.text_vocab is None: return None
-    if self.__dict__.get('_tokenizer') is None:
-        self.__dict__['_tokenizer'] = WordTokenizer(cfg.text_vocab, cfg.text_max_len)
-    return self.__dict__['_tokenizer']
-
-@patch
-def tokenize(self:HDiT, prompts, warn:bool=True):
-    "Token ids `[n, text_max_len + 1]` of a prompt or a list of prompts, on the model's device ('': unconditional)."
-    if self.tokenizer is None:
-        raise ValueError("this model reads no text (it was built without text_vocab): drop the prompt, or train "
-                         "a text model (the text page, or `hdit-edu train --data openmoji-text`).")
-    return self.tokenizer.encode(prompts, warn).to(self.time_emb.weight.device)
-
 # %% ../nbs/05_model.ipynb #0d25ef77
 @patch(cls_method=True)
 def from_k_diffusion(cls:HDiT, config:dict, state_dict=None):
@@ -286,6 +262,7 @@ def _attention_layers(model, kind='self_attn'):
     out += [('up', i, j, layer) for i, lvl in ups for j, layer in enumerate(lvl)]
     return [(s, i, j, getattr(layer, kind)) for s, i, j, layer in out if hasattr(layer, kind)]
 
+# %% ../nbs/05_model.ipynb #5875fc7e
 @patch
 def attention_maps(self:HDiT, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None,
                    kind:str='self_attn'):
@@ -323,7 +300,6 @@ def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
 # %% ../nbs/05_model.ipynb #1dcb5900
 # fastcore's @patch leaves each patched name bound to None in the module: remove those
 for _name in ('stride', 'token_sizes', 'tiny', 'table', '_repr_markdown_', '_build_mapping', 'conditioning',
-              '_make_layer', '_build_levels', '_build', 'from_k_diffusion', 'attention_maps', 'param_groups',
-              'cross_attention_levels', 'tokenizer', 'tokenize'):
+              '_make_layer', '_build_levels', '_build', 'from_k_diffusion', 'attention_maps', 'param_groups'):
     globals().pop(_name, None)
 del _name

@@ -141,11 +141,11 @@ def _check_text(model, text, b):
         return
     L = model.config.text_max_len + 1
     if text is None:
-        raise ValueError(f"this model reads text: pass text=model.tokenize(prompts), token ids [batch, {L}] "
-                         f"('' is the unconditional prompt).")
+        raise ValueError(f"this model reads text: pass text=model.text_encoder.tokenize(prompts), token ids "
+                         f"[batch, {L}] ('' is the unconditional prompt).")
     if text.ndim != 2 or text.shape[0] != b or text.shape[1] > L or text.dtype != torch.long:
-        raise ValueError(f"text must be token ids from model.tokenize(prompts), a long tensor [batch, <= {L}] = "
-                         f"[{b}, {L}], got {text.dtype} of shape {tuple(text.shape)}.")
+        raise ValueError(f"text must be token ids from model.text_encoder.tokenize(prompts), a long tensor "
+                         f"[batch, <= {L}] = [{b}, {L}], got {text.dtype} of shape {tuple(text.shape)}.")
 
 # %% ../nbs/appendix_model_files.ipynb #f25eb903
 def check_class_labels(labels, num_classes:int, null_ok:bool=True):

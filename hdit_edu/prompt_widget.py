@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PromptViewer']
 
-# %% ../nbs/appendix_prompt_widget.ipynb #25e9dbe5
+# %% ../nbs/appendix_prompt_widget.ipynb #a2787d72
 import io
 import torch
 import matplotlib.pyplot as plt
@@ -13,7 +13,7 @@ from .model import load_pretrained
 from .sampling import sample
 from .text import caption_words, BOS, PAD
 
-# %% ../nbs/appendix_prompt_widget.ipynb #3a706ce8
+# %% ../nbs/appendix_prompt_widget.ipynb #7ba2fa58
 class PromptViewer:
     "Samples of a text model for a prompt, and the cross-attention maps that show which pixels read which word."
     def __init__(self, model=None, prompt:str='red heart', n:int=4, steps:int=25, cfg_scale:float=3.,
@@ -21,9 +21,10 @@ class PromptViewer:
         self.model = (model if model is not None else load_pretrained('openmoji-text')).eval()
         if self.model.text_encoder is None:
             raise ValueError("PromptViewer needs a text model, e.g. load_pretrained('openmoji-text').")
-        if level not in self.model.config.cross_attention_levels:
-            raise ValueError(f"level {level} has no cross-attention; this model reads the text at levels "
-                             f"{list(self.model.config.cross_attention_levels)}.")
+        cfg = self.model.config
+        reads = list(range(len(cfg.levels))) if cfg.cross_attention is None else list(cfg.cross_attention)
+        if level not in reads:
+            raise ValueError(f"level {level} has no cross-attention; this model reads the text at levels {reads}.")
         self.params = dict(prompt=prompt, n=int(n), steps=int(steps), cfg_scale=float(cfg_scale), seed=int(seed),
                            sigma=float(sigma), level=int(level))
         self.images = self.maps = self.tokens = None
@@ -43,7 +44,7 @@ class PromptViewer:
     def word_maps(self, image, prompt:str):
         "`(tokens, maps [len(tokens), h, w])`: attention of the fine level's image tokens to each prompt token."
         p, m = self.params, self.model
-        ids = m.tokenize([prompt], warn=False)
+        ids = m.text_encoder.tokenize([prompt], warn=False)
         g = torch.Generator().manual_seed(p['seed'])
         sigma = torch.full((1,), p['sigma'])
         noisy = image + torch.randn(image.shape, generator=g) * p['sigma']

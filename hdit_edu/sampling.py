@@ -208,10 +208,9 @@ class CFGDenoiser(nn.Module):
     "Classifier-free guidance around a conditional `denoiser`, against its prediction with no condition."
     def __init__(self, denoiser, cond_scale:float, num_classes:int=None, text:bool=False, mapping:bool=False):
         super().__init__()
-        self.inner, self.cond_scale = denoiser, float(cond_scale)
-        self.text, self.mapping = bool(text), bool(mapping)          # against '' / a zero mapping_cond
+        self.inner, self.cond_scale, self.mapping = denoiser, float(cond_scale), bool(mapping)
         self.num_classes = _num_classes(denoiser) if num_classes is None else int(num_classes)
-        if self.num_classes < 1 and not self.text and not self.mapping:
+        if self.num_classes < 1 and not text and not mapping:
             raise ValueError("Classifier-free guidance needs a class-conditional, text or image-prompt "
                              "model; pass num_classes= (or text=True) if the model does not expose it.")
     def forward(self, x, sigma, class_cond=None, text=None, **kwargs):
@@ -295,7 +294,7 @@ def _text_tensor(denoiser, prompt, n, device):
     if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompt must be one string or a list of n = {n} strings, got "
                          f"{len(prompts)} item(s) of types {sorted({type(p).__name__ for p in prompts})}.")
-    return model.tokenize(prompts).to(device)
+    return model.text_encoder.tokenize(prompts).to(device)
 
 # %% ../nbs/08_sampling.ipynb #41a88ea8
 def _mapping_tensor(denoiser, mapping_cond, n, device):
@@ -314,6 +313,17 @@ def _mapping_tensor(denoiser, mapping_cond, n, device):
                          f"got {tuple(mc.shape)}.")
     if not torch.isfinite(mc).all(): raise ValueError("mapping_cond holds NaN or infinite values.")
     return mc
+
+# %% ../nbs/08_sampling.ipynb #6c6f41dc
+def _cond_args(den, n, device, class_cond=None, prompt=None, mapping_cond=None) -> dict:
+    "The checked conditioning of `n` samples from `den`: `class_cond`, `text` (token ids), `mapping_cond`."
+    args = dict(class_cond=_class_tensor(class_cond, n, _num_classes(den), device, _class_names(den)),
+                text=_text_tensor(den, prompt, n, device), mapping_cond=_mapping_tensor(den, mapping_cond, n, device))
+    return {k: v for k, v in args.items() if v is not None}
+
+def _guided(den, cfg_scale, cond:dict):
+    "`den` with classifier-free guidance against no class, the empty prompt or no image prompt, as `cond` has."
+    return CFGDenoiser(den, cfg_scale, _num_classes(den), 'text' in cond, 'mapping_cond' in cond)
 
 # %% ../nbs/08_sampling.ipynb #17a88162
 def _check_args(n, size, sampler, steps, cfg_scale):
@@ -336,16 +346,12 @@ def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', st
            sigma_min:float=1e-2, sigma_max:float=80., class_cond=None, cfg_scale:float=1., seed:int=0,
            prompt=None, mapping_cond=None, device=None, callback=None, rho:float=7., threads:int=None,
            **sampler_kwargs):
-    """Draw `n` images of `size` (int or (h, w)) from `denoiser`: `[n, channels, h, w]`, about in [-1, 1].
-    Text models read `prompt` (one string, or `n`), image-prompt models `mapping_cond` (see the text page)."""
+    "`n` images `[n, channels, h, w]` (about in [-1, 1]) from `denoiser`; prompts: `prompt`, `mapping_cond`."
     n, (h, w), cfg_scale = _check_args(n, size, sampler, steps, cfg_scale)
     den = _as_denoiser(denoiser)
     device = torch.device(device) if device is not None else _device_of(den)
-    num_classes = _num_classes(den)
-    c = _class_tensor(class_cond, n, num_classes, device, _class_names(den))
-    text, mc = _text_tensor(den, prompt, n, device), _mapping_tensor(den, mapping_cond, n, device)
-    if cfg_scale != 1.: den = CFGDenoiser(den, cfg_scale, num_classes, text is not None, mc is not None)
-    extra_args = {k: v for k, v in dict(class_cond=c, text=text, mapping_cond=mc).items() if v is not None}
+    extra_args = _cond_args(den, n, device, class_cond, prompt, mapping_cond)   # checked; the text page
+    if cfg_scale != 1.: den = _guided(den, cfg_scale, extra_args)   # raises for an unconditional model
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         x = torch.randn((n, channels, h, w), generator=gen, device=device) * sigma_max

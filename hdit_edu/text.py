@@ -60,7 +60,7 @@ class WordTokenizer:
         rows = torch.as_tensor(ids).tolist()
         return [' '.join(words[i] for i in row if i not in (PAD, BOS)) for row in rows]
 
-# %% ../nbs/09a_text.ipynb #7a174038
+# %% ../nbs/09a_text.ipynb #b97ddaac
 @patch
 def encode(self:WordTokenizer, texts, warn:bool=True) -> torch.Tensor:
     "Token ids `[len(texts), max_len + 1]` (long) of a string or a list of strings; '' is `<bos>` alone."
@@ -76,7 +76,7 @@ def encode(self:WordTokenizer, texts, warn:bool=True) -> torch.Tensor:
     if unknown:
         warnings.warn(f"the text encoder never saw {', '.join(map(repr, unknown[:10]))}"
                       f"{' ...' if len(unknown) > 10 else ''}: they read as <unk>; use words of the captions "
-                      f"it was trained on (`model.tokenizer.vocab`).", stacklevel=3)
+                      f"it was trained on (`model.text_encoder.tokenizer.vocab`).", stacklevel=3)
     if warn and cut:
         warnings.warn(f"{len(cut)} prompt(s) longer than {self.max_len} words were cut to their first "
                       f"{self.max_len} words, e.g. {cut[0][:60]!r}.", stacklevel=3)
@@ -107,20 +107,24 @@ class TextSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return x + self.out_proj(self.dropout(y.transpose(1, 2).flatten(-2)))
 
-# %% ../nbs/09a_text.ipynb #731949dc
+# %% ../nbs/09a_text.ipynb #c788ed40
 class TextEncoder(nn.Module):
-    "Token ids `[b, L]` -> token features `[b, L, width]`, their mask `[b, L]`, a pooled vector `[b, width]`."
-    def __init__(self, vocab_size:int, width:int=128, depth:int=2, max_len:int=16, d_head:int=32,
-                 dropout=0.0):
+    "Prompts -> token ids (`tokenize`) -> features `[b, L, width]`, their mask `[b, L]`, a pooled vector."
+    def __init__(self, vocab, width:int=128, depth:int=2, max_len:int=16, d_head:int=32, dropout=0.0):
         super().__init__()
         if width % d_head: raise ValueError(f"text_width {width} is not a multiple of text_d_head {d_head}.")
-        self.embed = nn.Embedding(vocab_size, width)
+        self.tokenizer = WordTokenizer(vocab, max_len)           # its words travel in the model's config
+        self.embed = nn.Embedding(len(self.tokenizer), width)
         self.pos_emb = nn.Embedding(max_len + 1, width)
         self.layers = nn.ModuleList()
         for _ in range(depth):
             self.layers += [TextSelfAttention(width, d_head, dropout),
                             MappingFeedForwardBlock(width, 3 * width, dropout)]
         self.out_norm = RMSNorm(width)
+
+    def tokenize(self, prompts, warn:bool=True):
+        "Token ids `[n, max_len + 1]` of a prompt or a list of them, on the encoder's device ('': no prompt)."
+        return self.tokenizer.encode(prompts, warn).to(self.embed.weight.device)
 
     def forward(self, ids):
         mask = ids != PAD                                        # <bos> is never padding: no row is empty

@@ -197,15 +197,16 @@ def _conditioning(model, dataset, mapping_cond) -> tuple:
                          "ImageDataset(ds, size, text_column='text') (e.g. ds = openmoji_text_dataset(32)).")
     return num_classes, text
 
-def _prompt_inputs(model, mapping_cond_fn, text:bool, x, y, drop, flip, hflip:bool):
+def _inputs(trainer, x, y, drop, flip):
     """`(x, cond)`: `x` flipped where `flip` says (never where its caption names a side), and the batch's text and
     image-prompt inputs; `drop`ped rows get the empty prompt and the zero image prompt."""
-    cond = {}
-    if text:
+    model, mapping_cond_fn, cond = trainer.model, trainer.mapping_cond_fn, {}
+    if trainer.text:
         y = list(y)
         flip = flip & torch.tensor([not names_a_side(t) for t in y], device=x.device, dtype=torch.bool)
-        cond['text'] = model.tokenize(['' if d else t for t, d in zip(y, drop.tolist())], warn=False).to(x.device)
-    if hflip: x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        prompts = ['' if d else t for t, d in zip(y, drop.tolist())]
+        cond['text'] = model.text_encoder.tokenize(prompts, warn=False).to(x.device)
+    if trainer.config.hflip: x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     if mapping_cond_fn is not None:
         mc = mapping_cond_fn(x).to(x.device, x.dtype)
         cond['mapping_cond'] = torch.where(drop[:, None], torch.zeros_like(mc), mc)
@@ -256,8 +257,7 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     for m in range(cfg.grad_accum):
         x, y = _split_batch(next(it))
         rows = slice(m * micro + rank * per, m * micro + (rank + 1) * per)   # this process's rows
-        x, cond = _prompt_inputs(self.model, self.mapping_cond_fn, self.text, x, y, drop[rows], flip[rows],
-                                 cfg.hflip)   # flips; prompts of text models, embeddings of image prompts
+        x, cond = _inputs(self, x, y, drop[rows], flip[rows])   # flips; text and image prompts
         if self.num_classes and not self.text:   # unlabeled images (label < 0), dropped labels: "no class"
             y = torch.full((x.shape[0],), -1, device=dev, dtype=torch.long) if y is None else y
             cond['class_cond'] = torch.where(drop[rows] | (y < 0), torch.full_like(y, self.num_classes), y)
@@ -354,15 +354,11 @@ def sample(self:Trainer, n:int|None=None, steps:int|None=None, seed:int=0, ema:b
     den = Denoiser(model, sigma_data=cfg.sigma_data, weighting=cfg.weighting)
     c, h, w = self.image_shape
     labels = torch.arange(n, device=acc.device) % self.num_classes if self.num_classes else None
-    prompts = self.real_captions(n) if self.text else None          # text models draw the real images' captions
-    mc = None                                                       # image prompts: the real images, repeated to n
-    if self.mapping_cond_fn is not None:
-        mc = self.mapping_cond_fn(self.real_images(n).to(acc.device))
-        mc = mc[torch.arange(n, device=mc.device) % len(mc)]
+    prompts = _real_prompts(self, n)                     # text or image prompts: the real images'
     with acc.autocast():
         x = sample_images(den, n, h if h == w else (h, w), channels=c, sampler=cfg.sampler, steps=steps,
                           class_cond=labels, cfg_scale=cfg.cfg_scale if cfg_scale is None else cfg_scale,
-                          seed=seed, device=acc.device, prompt=prompts, mapping_cond=mc)
+                          seed=seed, device=acc.device, **prompts)
     model.train(was_training)
     return x.float().clamp(-1, 1)
 
@@ -375,13 +371,15 @@ def real_images(self:Trainer, n:int|None=None) -> torch.Tensor:
     return torch.stack([_split_batch(_collate_one(self.dataset[i]))[0][0] for i in idx])
 
 # %% ../nbs/11_training.ipynb #9680c403
-@patch
-def real_captions(self:Trainer, n:int|None=None) -> list:
-    "The captions of `real_images(n)` (a text model's dataset gives `(image, caption)` pairs), repeated to `n`."
-    n = n or self.config.sample_n
-    idx = list(StreamSampler(len(self.dataset), self.config.seed, 0, min(n, len(self.dataset))))
-    caps = [_split_batch(_collate_one(self.dataset[i]))[1][0] for i in idx]
-    return [caps[i % len(caps)] for i in range(n)]
+def _real_prompts(trainer, n:int) -> dict:
+    """What a text or image-prompt model is asked for in sample grids: the captions, or the embeddings, of the first
+    real images in the data order (repeated to `n`); `{}` for other models."""
+    if not trainer.text and trainer.mapping_cond_fn is None: return {}
+    idx = list(StreamSampler(len(trainer.dataset), trainer.config.seed, 0, min(n, len(trainer.dataset))))
+    items = [_split_batch(_collate_one(trainer.dataset[i])) for i in idx]
+    items = [items[i % len(items)] for i in range(n)]
+    if trainer.text: return dict(prompt=[y[0] for _, y in items])
+    return dict(mapping_cond=trainer.mapping_cond_fn(torch.cat([x for x, _ in items]).to(trainer.accelerator.device)))
 
 # %% ../nbs/11_training.ipynb #462b06ef
 @patch
@@ -433,4 +431,4 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
     return self._finish(interrupted)
 
 # %% ../nbs/11_training.ipynb #fdcdb4cf
-del _train_step, sample, real_images, real_captions, write_outputs, fit   # @patch leaves these bound to None
+del _train_step, sample, real_images, write_outputs, fit   # @patch leaves these names bound to None

@@ -35,3 +35,30 @@ def test_every_page_quotes_the_stored_scores():
     assert f'main job at {float(ratio):.1f}×' in _text('09_first_model.ipynb', 'markdown')
     quality = _text('12_quality.ipynb', 'markdown')
     assert f'| {main} | {floor32} (32 px) |' in quality and f'| {shipped} | {floor64} (64 px) |' in quality
+
+
+def text_results():
+    return json.loads((NBS / 'results' / 'text_to_emoji.json').read_text(encoding='utf-8'))
+
+
+def test_text_results_are_complete_and_recorded_with_their_commands():
+    res = text_results()
+    for key in ('classes', 'pooled', 'cross', 'both', 'both-coarse'):
+        row = res['equal_compute'][key]
+        assert row['command'].startswith('python tools/text_results.py score ') and row['images_seen'] == 96_000
+        assert 0 <= row['cfg3']['top1'] <= row['cfg3']['top5'] <= 1
+    assert res['curve']['points'] and res['curve']['command'].startswith('python tools/text_results.py curve')
+    assert res['training']['command'].startswith('python tools/train_text_model.py')
+    assert res['models']['openmoji-text']['model'] == 'openmoji-text'
+
+
+def test_readme_and_model_card_quote_the_text_results():
+    res = text_results()
+    m, fl = res['models']['openmoji-text'], res['floor']
+    pc = lambda v: f'{100 * v:.1f}%'
+    readme = ' '.join((ROOT / 'README.md').read_text(encoding='utf-8').split())
+    for v in (m['cfg3']['top1'], m['cfg3']['top5'], m['cfg1']['top1'], m['cfg1']['top5'], fl['real_top1'], fl['real_top5']):
+        assert pc(v) in readme, pc(v)
+    card = (ROOT / 'hdit_edu' / 'pretrained' / 'MODEL_CARD_openmoji-text.md').read_text(encoding='utf-8')
+    assert f"| guidance 3 | {pc(m['cfg3']['top1'])} | {pc(m['cfg3']['top5'])} | {m['cfg3']['fd']} |" in card
+    assert res['training']['command'] in card

@@ -49,7 +49,7 @@ def test_tokenizer_warns_unknown_and_long():
 
 def test_text_encoder_ignores_padding_and_pools():
     torch.manual_seed(0)
-    enc = TextEncoder(10, width=32, depth=2, max_len=4, d_head=16)
+    enc = TextEncoder(VOCAB, width=32, depth=2, max_len=4, d_head=16)   # 3 special tokens + 7 words
     for p in enc.parameters(): torch.nn.init.normal_(p, std=0.3)       # not the zero init: a real test
     a = torch.tensor([[BOS, 3, 4, PAD, PAD]])
     x, mask, pooled = enc(a)
@@ -100,7 +100,7 @@ def test_forward_checks_text():
     with pytest.raises(ValueError, match='token ids'): m(x, torch.ones(2), text=torch.zeros(2, 5))
     with pytest.raises(ValueError, match='reads no text'):
         HDiT(HDiTConfig.tiny(16))(x, torch.ones(2), text=torch.ones(2, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match='reads no text'): HDiT(HDiTConfig.tiny(16)).tokenize('fox')
+    assert HDiT(HDiTConfig.tiny(16)).text_encoder is None
 
 def open_zero_inits(m):
     "Give the zero-initialised projections (outputs, AdaRMSNorm scales) random weights, as training soon does."
@@ -110,7 +110,7 @@ def open_zero_inits(m):
 
 def test_gradients_reach_text_paths():
     m = open_zero_inits(text_model())
-    x, ids = torch.randn(2, 3, 16, 16), m.tokenize(['red heart', 'blue fox'])
+    x, ids = torch.randn(2, 3, 16, 16), m.text_encoder.tokenize(['red heart', 'blue fox'])
     m(x, torch.ones(2), text=ids).square().mean().backward()
     g = {n: p.grad for n, p in m.named_parameters()}
     assert g['text_pooled_in_proj.weight'].abs().sum() > 0
@@ -125,12 +125,12 @@ def test_gradients_reach_text_paths():
 def test_prompt_changes_output_once_trained_paths_are_open():
     m = open_zero_inits(text_model())
     x = torch.randn(1, 3, 16, 16)
-    a, b = (m(x, torch.ones(1), text=m.tokenize(t)) for t in ('red heart', 'blue heart'))
+    a, b = (m(x, torch.ones(1), text=m.text_encoder.tokenize(t)) for t in ('red heart', 'blue heart'))
     assert (a - b).abs().max() > 1e-3
 
 def test_cross_attention_maps():
     m = text_model()
-    maps = m.attention_maps(torch.randn(2, 3, 16, 16), torch.ones(2), text=m.tokenize(['red heart', 'fox']),
+    maps = m.attention_maps(torch.randn(2, 3, 16, 16), torch.ones(2), text=m.text_encoder.tokenize(['red heart', 'fox']),
                             kind='cross_attn')
     assert len(maps) == 3 and all(d['kind'] == 'cross' for d in maps)     # down, middle, up
     w = maps[0]['weights']                                   # [b, heads, h, w, text tokens]
@@ -149,7 +149,7 @@ def test_flops_count_cross_attention():
 
 def test_compile_fullgraph_matches_eager():
     m = open_zero_inits(text_model()).eval()
-    x, s, ids = torch.randn(2, 3, 16, 16), torch.ones(2), m.tokenize(['red heart', ''])
+    x, s, ids = torch.randn(2, 3, 16, 16), torch.ones(2), m.text_encoder.tokenize(['red heart', ''])
     eager = m(x, s, text=ids)
     compiled = torch.compile(m, fullgraph=True, backend='aot_eager')(x, s, text=ids)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
@@ -168,8 +168,8 @@ def test_sample_with_prompts_and_errors():
 def test_cfg_against_the_empty_prompt():
     m = open_zero_inits(text_model()).eval()
     den = Denoiser(m)
-    x, s, ids = torch.randn(2, 3, 16, 16), torch.ones(2), m.tokenize(['red heart', 'fox'])
-    empty = m.tokenize(['', ''])
+    x, s, ids = torch.randn(2, 3, 16, 16), torch.ones(2), m.text_encoder.tokenize(['red heart', 'fox'])
+    empty = m.text_encoder.tokenize(['', ''])
     want = den(x, s, text=empty) + 3 * (den(x, s, text=ids) - den(x, s, text=empty))
     torch.testing.assert_close(CFGDenoiser(den, 3., text=True)(x, s, text=ids), want, atol=1e-5, rtol=1e-4)
 
@@ -237,7 +237,7 @@ def test_trainer_trains_a_text_model_and_resumes(tmp_path):
     data = [(torch.rand(3, 16, 16) * 2 - 1, c) for c in ['red heart', 'blue heart', 'left facing fist', 'fox'] * 2]
     cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=4, progress=False, sample_n=2, sample_steps=2)
     t = Trainer(text_model(), data, cfg).fit()
-    assert (tmp_path / 'samples.png').exists() and t.real_captions(3) == t.real_captions(3)[:3]
+    assert (tmp_path / 'samples.png').exists()
     t2 = Trainer(text_model(), data, cfg).fit(steps=3)                            # resumes at step 2
     assert t2.step == 3 and len(t2.losses) == 3
     with pytest.raises(ValueError, match=r'\(image, caption\) pairs'):

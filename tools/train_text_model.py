@@ -50,7 +50,7 @@ if __name__ == '__main__':
     else:
         ds = ImageDataset(hf, a.size, hflip=False, text_column='text')   # the Trainer flips (not what names a side)
         model = HDiT(text_config(hf['text'], a.size, a.width, a.depths, a.cross_attention, not a.no_pooled))
-    print(f'{len(ds)} captioned emoji, {"group labels" if a.classes else f"{len(model.tokenizer.vocab)} words"}, '
+    print(f'{len(ds)} captioned emoji, {"group labels" if a.classes else f"{len(model.text_encoder.tokenizer.vocab)} words"}, '
           f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters')
     t = Trainer(model, ds, TrainConfig(out_dir=a.out, steps=a.steps, minutes=a.minutes, batch_size=a.batch_size,
                                        lr=a.lr, lr_schedule='cosine', warmup_steps=a.warmup_steps,
