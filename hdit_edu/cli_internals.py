@@ -246,8 +246,8 @@ def _check_class(args, k:int, text:bool=False):
         raise ValueError('--prompt needs a text model (e.g. --checkpoint openmoji-text); this one has none' +
                          (': pick a class with --class' if k else ''))
     if args.cfg_scale != 1 and not k and not text:
-        raise ValueError('--cfg-scale needs a class-conditional or text model; this one is unconditional: '
-                         'leave it at 1')
+        raise ValueError('--cfg-scale needs a class-conditional model (or a text one); this one is '
+                         'unconditional: leave it at 1')
 
 def _prompts(args, n:int|None=None):
     "The `--prompt` values cycled over `n` images (default `--n`); None without any: the empty prompt."
