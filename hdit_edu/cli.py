@@ -16,15 +16,14 @@ from .training import (Trainer, TrainConfig, LR_SCHEDULES, CheckpointError, Conf
 from .model import HDiT
 from .sampling import sample, SAMPLERS
 from .editing import inpaint, img2img
-from .data import image_grid
+from .data import image_grid, image_transform, pil_to_tensor
 from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int, _minutes, _cfg_scale, _count, _fraction, _ema_power,
                                     _threads, _device, _set_threads, _dataset, _attention_line,
                                     _mismatch_message, _check_out_folder, _write_error,
-                                    _image_tensor, _mask_tensor, _load_denoiser, _check_class, _prompts, _save_edit)
+                                    _image_tensor, _mask_tensor, _load_denoiser, _check_class, _prompts, _save_edit,
+                                    _with_one_line_warnings, _read_image)
 from .text import WordTokenizer
 from .quality import image_prompt_embedding
-from .cli_internals import _read_image
-from .data import image_transform, pil_to_tensor
 
 # %% auto #0
 __all__ = ['build_parser', 'train_command', 'sample_command', 'inpaint_command', 'img2img_command', 'main']
@@ -272,7 +271,7 @@ _COMMANDS = dict(train=train_command, sample=sample_command, inpaint=inpaint_com
 def main(argv=None) -> int:
     "Entry point of the `hdit-edu` console script; returns the exit status."
     args = build_parser().parse_args(argv)
-    try: _COMMANDS[args.command](args)
+    try: _with_one_line_warnings(_COMMANDS[args.command], args)
     except KeyboardInterrupt:
         resumable = args.command == 'train' and list_checkpoints(args.out)
         again = ' Run the same command again to resume from the last checkpoint.' if resumable else ''

@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix_cli.ipynb #3427c30f
 from __future__ import annotations
-import argparse, errno, os, re, time
+import argparse, errno, os, re, sys, time, warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -248,6 +248,14 @@ def _check_class(args, k:int, text:bool=False):
     if args.cfg_scale != 1 and not k and not text:
         raise ValueError('--cfg-scale needs a class-conditional model (or a text one); this one is '
                          'unconditional: leave it at 1')
+
+def _with_one_line_warnings(command, args):
+    "Run `command(args)` with each warning printed as one line, `hdit-edu CMD: warning: ...`, on stderr."
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f'hdit-edu {args.command}: warning: {message}', file=sys.stderr, flush=True)
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        return command(args)
 
 def _prompts(args, n:int|None=None):
     "The `--prompt` values cycled over `n` images (default `--n`); None without any: the empty prompt."

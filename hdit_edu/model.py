@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .patching import TokenMerge, TokenSplit, TokenSplitWithoutSkip, make_axial_pos, downscale_pos, _pair
 from .attention import RMSNorm, AdaRMSNorm
 from .blocks import FourierFeatures, MappingNetwork, TransformerLayer, Level, make_attention_block
-from .text import WordTokenizer, TextEncoder, CrossAttentionBlock
+from .text import TextEncoder, CrossAttentionBlock
 from .model_files import (check_level, check_config, check_inputs, config_table, config_from_k_diffusion,
                                   _load_weights)
 

@@ -5,15 +5,15 @@
 # %% auto #0
 __all__ = ['PromptViewer']
 
-# %% ../nbs/appendix_prompt_widget.ipynb #a2787d72
+# %% ../nbs/appendix_prompt_widget.ipynb #c9a7c38a
 import io
 import torch
 import matplotlib.pyplot as plt
 from .model import load_pretrained
 from .sampling import sample
-from .text import caption_words, BOS, PAD
+from .text import caption_words, PAD
 
-# %% ../nbs/appendix_prompt_widget.ipynb #7ba2fa58
+# %% ../nbs/appendix_prompt_widget.ipynb #b2c2d0ec
 class PromptViewer:
     "Samples of a text model for a prompt, and the cross-attention maps that show which pixels read which word."
     def __init__(self, model=None, prompt:str='red heart', n:int=4, steps:int=25, cfg_scale:float=3.,

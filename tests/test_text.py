@@ -236,7 +236,7 @@ def test_trainer_trains_a_text_model_and_resumes(tmp_path):
     torch.manual_seed(0)
     data = [(torch.rand(3, 16, 16) * 2 - 1, c) for c in ['red heart', 'blue heart', 'left facing fist', 'fox'] * 2]
     cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=4, progress=False, sample_n=2, sample_steps=2)
-    t = Trainer(text_model(), data, cfg).fit()
+    Trainer(text_model(), data, cfg).fit()
     assert (tmp_path / 'samples.png').exists()
     t2 = Trainer(text_model(), data, cfg).fit(steps=3)                            # resumes at step 2
     assert t2.step == 3 and len(t2.losses) == 3
