@@ -23,7 +23,7 @@ from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int,
                                     _image_tensor, _mask_tensor, _load_denoiser, _check_class, _prompts, _save_edit,
                                     _with_one_line_warnings, _read_image)
 from .text import WordTokenizer
-from .quality import image_prompt_embedding
+from .prompts import image_prompt_embedding
 
 # %% auto #0
 __all__ = ['build_parser', 'train_command', 'sample_command', 'inpaint_command', 'img2img_command', 'main']

@@ -145,8 +145,8 @@ def _openmoji_dataset(size, groups, limit, background):
 
 # %% ../nbs/appendix_data.ipynb #22e22db0
 def emoji_name(hexcode:str) -> str|None:
-    """The English name of an emoji as a caption (the `emoji` package's CLDR name, colons stripped, underscores
-    as spaces, lower case): `'1F98A'` -> 'fox'; None for an emoji it does not name (OpenMoji's own extras)."""
+    """The English name of an emoji as a caption (the `emoji` package's CLDR name, colons stripped,
+    underscores as spaces, lower case): `'1F98A'` -> 'fox'; None if unnamed (OpenMoji's extras)."""
     try: from emoji import EMOJI_DATA
     except ImportError as e:
         raise ImportError("emoji names need the `emoji` package: `pip install emoji`.") from e
@@ -154,6 +154,7 @@ def emoji_name(hexcode:str) -> str|None:
     d = EMOJI_DATA.get(ch) or EMOJI_DATA.get(ch + '\ufe0f') or EMOJI_DATA.get(ch.replace('\ufe0f', ''))
     return None if d is None else d['en'].strip(':').replace('_', ' ').lower()
 
+# %% ../nbs/appendix_data.ipynb #cf080926
 def openmoji_text_dataset(size:int=32, limit:int|None=None, background=(255, 255, 255)) -> datasets.Dataset:
     """Every OpenMoji emoji that has an English name, rendered at `size`×`size`: columns `image`, `text` (the
     caption, e.g. 'thumbs up dark skin tone'), `hexcode` and `label` (its group, as in `openmoji_dataset`)."""

@@ -15,7 +15,7 @@ from .text import caption_words, PAD
 
 # %% ../nbs/appendix_prompt_widget.ipynb #b2c2d0ec
 class PromptViewer:
-    "Samples of a text model for a prompt, and the cross-attention maps that show which pixels read which word."
+    "Samples of a text model for a prompt, and cross-attention maps: which pixels read which word."
     def __init__(self, model=None, prompt:str='red heart', n:int=4, steps:int=25, cfg_scale:float=3.,
                  seed:int=0, sigma:float=1., level:int=0):
         self.model = (model if model is not None else load_pretrained('openmoji-text')).eval()
@@ -24,9 +24,9 @@ class PromptViewer:
         cfg = self.model.config
         reads = list(range(len(cfg.levels))) if cfg.cross_attention is None else list(cfg.cross_attention)
         if level not in reads:
-            raise ValueError(f"level {level} has no cross-attention; this model reads the text at levels {reads}.")
-        self.params = dict(prompt=prompt, n=int(n), steps=int(steps), cfg_scale=float(cfg_scale), seed=int(seed),
-                           sigma=float(sigma), level=int(level))
+            raise ValueError(f"level {level} has no cross-attention; the text is read at levels {reads}.")
+        self.params = dict(prompt=prompt, n=int(n), steps=int(steps), cfg_scale=float(cfg_scale),
+                           seed=int(seed), sigma=float(sigma), level=int(level))
         self.images = self.maps = self.tokens = None
         self._widget = None
         self.run()
@@ -35,14 +35,14 @@ class PromptViewer:
         "Draw the samples and measure the first one's cross-attention maps."
         p, m = self.params, self.model
         size = tuple(m.config.input_size)
-        self.images = sample(m, n=p['n'], size=size, steps=p['steps'], cfg_scale=p['cfg_scale'], seed=p['seed'],
-                             prompt=p['prompt']).clamp(-1, 1)
+        self.images = sample(m, n=p['n'], size=size, steps=p['steps'], cfg_scale=p['cfg_scale'],
+                             seed=p['seed'], prompt=p['prompt']).clamp(-1, 1)
         self.tokens, self.maps = self.word_maps(self.images[:1], p['prompt'])
         return self
 
     @torch.no_grad()
     def word_maps(self, image, prompt:str):
-        "`(tokens, maps [len(tokens), h, w])`: attention of the fine level's image tokens to each prompt token."
+        "`(tokens, maps [len(tokens), h, w])`: attention of the level's image tokens to each prompt token."
         p, m = self.params, self.model
         ids = m.text_encoder.tokenize([prompt], warn=False)
         g = torch.Generator().manual_seed(p['seed'])

@@ -13,11 +13,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
 
 # %% auto #0
-__all__ = ['DEFAULT_FEATURE_NET', 'PROMPT_CLASSIFIER', 'trace_sqrt_product', 'feature_stats', 'frechet_distance_from_stats',
-           'frechet_distance', 'FeatureNet', 'prepare_images', 'random_affine', 'train_feature_net', 'save_feature_net',
-           'load_feature_net', 'extract_features', 'image_prompt_embedding', 'fid_score', 'gaussian_blur',
-           'openmoji_halves', 'openmoji_score', 'prompt_augment', 'load_prompt_classifier', 'prompt_accuracy',
-           'save_image_folder']
+__all__ = ['DEFAULT_FEATURE_NET', 'trace_sqrt_product', 'feature_stats', 'frechet_distance_from_stats', 'frechet_distance',
+           'FeatureNet', 'prepare_images', 'random_affine', 'train_feature_net', 'save_feature_net', 'load_feature_net',
+           'extract_features', 'fid_score', 'gaussian_blur', 'openmoji_halves', 'openmoji_score', 'save_image_folder']
 
 # %% ../nbs/12_quality.ipynb #79b5fca2
 def _f64(x): return torch.as_tensor(x).detach().to('cpu', torch.float64)
@@ -203,16 +201,6 @@ def extract_features(images, net:'FeatureNet|None'=None, batch_size:int=256) -> 
     return torch.cat([net.features(x[i:i + batch_size].to(dev)).float().cpu()
                       for i in range(0, len(x), batch_size)])
 
-# %% ../nbs/12_quality.ipynb #000f7a61
-@torch.no_grad()
-def image_prompt_embedding(images, net:'FeatureNet|None'=None) -> torch.Tensor:
-    """An image prompt for a model built with `mapping_cond_dim=64`: the shipped feature net's features of `images`
-    (see `prepare_images`), scaled to length 8 (√64) per image; all zeros means "no image prompt"."""
-    net = load_feature_net() if net is None else net.eval()
-    dev = next(net.parameters()).device
-    x = prepare_images(images, net.in_size).to(dev)
-    return F.normalize(net.features(x).float(), dim=-1) * net.config['feat_dim'] ** 0.5
-
 # %% ../nbs/12_quality.ipynb #5b0d44e2
 def fid_score(images_a, images_b, net:'FeatureNet|None'=None, batch_size:int=256) -> float:
     "Fréchet distance between two image sets in the features of `net` (default: the shipped OpenMoji net)."
@@ -256,43 +244,6 @@ def openmoji_score(samples, subset='default', seed:int=0, net:'FeatureNet|None'=
     fA = extract_features(A, net)
     fd, floor = (frechet_distance(fA, extract_features(v, net)) for v in (x, B[:n]))
     return dict(fd=fd, floor=floor, ratio=fd / floor, n=n, size=int(x.shape[-1]))
-
-# %% ../nbs/12_quality.ipynb #df9d0086
-PROMPT_CLASSIFIER = 'prompts_openmoji32'
-
-def prompt_augment(x, generator=None):
-    """What a prompt classifier trains on: small zooms and shifts, a random blur and noise, but no mirror
-    ('left-facing fist' and 'right-facing fist' are different emoji) and no colour change (skin tones are colour)."""
-    x = random_affine(x, generator, scale=(0.85, 1.1), shift=0.08, hflip=False)
-    x = gaussian_blur(x, float(torch.rand(1, generator=generator)) * 1.2)
-    amount = torch.rand(len(x), 1, 1, 1, generator=generator).to(x) * 0.15
-    return (x + amount * torch.randn(x.shape, generator=generator).to(x)).clamp(-1, 1)
-
-def load_prompt_classifier(path=None, device='cpu') -> FeatureNet:
-    """The shipped classifier that tells every captioned OpenMoji emoji apart (32 px), or one saved at `path`;
-    its `captions` attribute names the classes."""
-    p = Path(path) if path is not None else Path(str(files('hdit_edu') / 'pretrained' / PROMPT_CLASSIFIER))
-    net = load_feature_net(p, device)
-    net.captions = json.loads(p.with_suffix('.json').read_text())['captions']
-    return net
-
-@torch.no_grad()
-def prompt_accuracy(images, prompts, classifier:'FeatureNet|None'=None, k:int=5) -> dict:
-    """Did the model draw what it was asked? Top-1 and top-`k` accuracy of `classifier` (default: the shipped one)
-    on `images` `[n, 3, s, s]` against their `prompts` (captions it knows), and each image's rank of its prompt."""
-    net = load_prompt_classifier() if classifier is None else classifier
-    index = {c: i for i, c in enumerate(net.captions)}
-    unknown = [p for p in prompts if p not in index]
-    if unknown: raise ValueError(f"{len(unknown)} prompt(s) the classifier does not know, e.g. {unknown[0]!r}: "
-                                 "score prompts that are captions of the training data.")
-    x = prepare_images(images, net.in_size)
-    if len(x) != len(prompts): raise ValueError(f"{len(x)} images but {len(prompts)} prompts.")
-    dev = next(net.parameters()).device
-    logits = torch.cat([net(x[i:i + 256].to(dev)).float().cpu() for i in range(0, len(x), 256)])
-    target = torch.tensor([index[p] for p in prompts])
-    rank = (logits > logits.gather(1, target[:, None])).sum(1)          # 0: the prompt's class is the top one
-    return dict(top1=(rank < 1).float().mean().item(), topk=(rank < k).float().mean().item(), k=k, n=len(x),
-                rank=rank)
 
 # %% ../nbs/12_quality.ipynb #55004d4c
 def save_image_folder(images, folder, prefix:str='img') -> Path:

@@ -182,12 +182,12 @@ def _record_class_names(model, dataset, num_classes:int):
 # %% ../nbs/11_training.ipynb #66595dd6
 def _conditioning(model, dataset, mapping_cond) -> tuple:
     """`(num_classes, text)` of `model` (text: it trains on captions), checked against what `dataset` gives and
-    `mapping_cond` (images -> `[b, mapping_cond_dim]`, e.g. `quality.image_prompt_embedding` for image prompts)."""
+    `mapping_cond` (images -> `[b, mapping_cond_dim]`, e.g. `prompts.image_prompt_embedding` for image prompts)."""
     num_classes, text = int(getattr(model, 'num_classes', 0) or 0), getattr(model, 'text_encoder', None) is not None
     md = getattr(getattr(model, 'config', None), 'mapping_cond_dim', 0) or 0
     if bool(md) != (mapping_cond is not None):
         raise ValueError(f"the model has mapping_cond_dim={md}: " + (
-            "pass mapping_cond=, a function of the clean images (e.g. quality.image_prompt_embedding)"
+            "pass mapping_cond=, a function of the clean images (e.g. prompts.image_prompt_embedding)"
             if md else "drop mapping_cond=, or build the model with mapping_cond_dim"))
     if text and num_classes:
         raise ValueError("a model with both classes and text is not supported by the Trainer: build it with "

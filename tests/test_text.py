@@ -185,7 +185,7 @@ def test_editing_with_prompts():
 
 
 # image prompts: the mapping network's single-vector path fed an image embedding
-from hdit_edu.quality import image_prompt_embedding
+from hdit_edu.prompts import image_prompt_embedding
 from hdit_edu.training import Trainer, TrainConfig
 
 

@@ -2,7 +2,7 @@
 
 Protocol: 256 prompts drawn (seed 0) from the captions of `openmoji_text_dataset(32)`, one sample each, DPM++(3M) SDE
 50 steps, sampling seed 0, at guidance 1 and 3. Prompt accuracy: the shipped prompt classifier's top-1 and top-5 for
-the sample's own prompt (`hdit_edu.quality.prompt_accuracy`). FD: Fréchet distance in the shipped feature net's
+the sample's own prompt (`hdit_edu.prompts.prompt_accuracy`). FD: Fréchet distance in the shipped feature net's
 features between the 256 samples and all captioned emoji; its floor is 256 real emoji against all of them.
 A class-label model is asked for the prompt's OpenMoji group instead (it cannot read the caption).
 Usage:
@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from hdit_edu.data import openmoji_text_dataset, pil_to_tensor, image_grid
 from hdit_edu.sampling import sample
-from hdit_edu.quality import prompt_accuracy, extract_features, frechet_distance
+from hdit_edu.quality import extract_features, frechet_distance
+from hdit_edu.prompts import prompt_accuracy
 from hdit_edu.training import load_checkpoint_model, list_checkpoints, read_checkpoint
 from hdit_edu.flops import count_flops
 
@@ -120,7 +121,8 @@ def main():
         res.setdefault(a.group, {})[a.name] = entry
         save(res); return
     if a.what == 'curve':
-        ckpts = list_checkpoints(a.run)[::a.every]
+        every = list_checkpoints(a.run)
+        ckpts = every[::a.every] + ([every[-1]] if (len(every) - 1) % a.every else [])   # and the last one
         prompts, groups = eval_set(ds)
         curve = {c['step']: c for c in res.get('curve', {}).get('points', [])}
         for ck in ckpts:
@@ -172,7 +174,7 @@ images; AdamW, lr 2e-3 with a 100-step warm-up and a cosine decay to 5%, the pap
 
 ## Evaluation
 256 prompts drawn at random (seed 0) from the captions, one sample each, DPM++(3M) SDE 50 steps, seed 0. Prompt
-accuracy: the shipped prompt classifier (`hdit_edu.quality.prompt_accuracy`) ranks all {fl['n_data']:,} captions for
+accuracy: the shipped prompt classifier (`hdit_edu.prompts.prompt_accuracy`) ranks all {fl['n_data']:,} captions for
 each sample; top-1 / top-5 count the samples whose own prompt is first / among the first five. FD: Fréchet distance in
 the shipped feature net's features against all captioned emoji (256 real emoji score {fl['fd']}).
 

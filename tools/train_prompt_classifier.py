@@ -1,14 +1,14 @@
 """Train the shipped prompt classifier: every captioned OpenMoji emoji its own class, at 32 px.
 
-It judges whether a text model drew what it was asked (`hdit_edu.quality.prompt_accuracy`). Trained on renders
+It judges whether a text model drew what it was asked (`hdit_edu.prompts.prompt_accuracy`). Trained on renders
 with small zooms, shifts, blur and noise (no mirror: left and right are different emoji), so generated images are
 judged by what they show. It is checked on renders it never saw: each emoji drawn with fresh augmentations.
 Usage: `python tools/train_prompt_classifier.py` (writes hdit_edu/pretrained/prompts_openmoji32.*).
 """
 import argparse, json, time, torch
 from hdit_edu.data import openmoji_text_dataset, pil_to_tensor, OPENMOJI_CREDIT
-from hdit_edu.quality import (train_feature_net, save_feature_net, prompt_augment, prompt_accuracy,
-                              load_prompt_classifier, PROMPT_CLASSIFIER)
+from hdit_edu.quality import train_feature_net, save_feature_net
+from hdit_edu.prompts import prompt_augment, prompt_accuracy, load_prompt_classifier, PROMPT_CLASSIFIER
 
 p = argparse.ArgumentParser()
 p.add_argument('--epochs', type=int, default=80)
