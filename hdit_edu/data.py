@@ -154,7 +154,7 @@ def emoji_name(hexcode:str) -> str|None:
     d = EMOJI_DATA.get(ch) or EMOJI_DATA.get(ch + '\ufe0f') or EMOJI_DATA.get(ch.replace('\ufe0f', ''))
     return None if d is None else d['en'].strip(':').replace('_', ' ').lower()
 
-# %% ../nbs/appendix_data.ipynb #cf080926
+# %% ../nbs/appendix_data.ipynb #7dae2317
 def openmoji_text_dataset(size:int=32, limit:int|None=None, background=(255, 255, 255)) -> datasets.Dataset:
     """Every OpenMoji emoji that has an English name, rendered at `size`×`size`: columns `image`, `text` (the
     caption, e.g. 'thumbs up dark skin tone'), `hexcode` and `label` (its group, as in `openmoji_dataset`)."""

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PROMPT_CLASSIFIER', 'image_prompt_embedding', 'prompt_augment', 'load_prompt_classifier', 'prompt_accuracy']
 
-# %% ../nbs/appendix_prompts.ipynb #9ab8cc7a
+# %% ../nbs/appendix_prompts.ipynb #1b69824d
 import json
 from pathlib import Path
 from importlib.resources import files
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from .quality import (FeatureNet, load_feature_net, prepare_images, random_affine, gaussian_blur)
 
-# %% ../nbs/appendix_prompts.ipynb #3b46dcd5
+# %% ../nbs/appendix_prompts.ipynb #2ae668f4
 @torch.no_grad()
 def image_prompt_embedding(images, net:'FeatureNet|None'=None) -> torch.Tensor:
     """An image prompt for a model built with `mapping_cond_dim=64`: the shipped feature net's features of
@@ -24,10 +24,10 @@ def image_prompt_embedding(images, net:'FeatureNet|None'=None) -> torch.Tensor:
     x = prepare_images(images, net.in_size).to(dev)
     return F.normalize(net.features(x).float(), dim=-1) * net.config['feat_dim'] ** 0.5
 
-# %% ../nbs/appendix_prompts.ipynb #a8159267
+# %% ../nbs/appendix_prompts.ipynb #e0a10668
 PROMPT_CLASSIFIER = 'prompts_openmoji32'
 
-# %% ../nbs/appendix_prompts.ipynb #cade5cc7
+# %% ../nbs/appendix_prompts.ipynb #83caa82c
 def prompt_augment(x, generator=None):
     """What a prompt classifier trains on: small zooms and shifts, a random blur and noise, but no mirror
     ('left-facing fist' and 'right-facing fist' are different emoji) and no colour change (skin tones are
@@ -37,7 +37,7 @@ def prompt_augment(x, generator=None):
     amount = torch.rand(len(x), 1, 1, 1, generator=generator).to(x) * 0.15
     return (x + amount * torch.randn(x.shape, generator=generator).to(x)).clamp(-1, 1)
 
-# %% ../nbs/appendix_prompts.ipynb #c70ef673
+# %% ../nbs/appendix_prompts.ipynb #eda1a1e2
 def load_prompt_classifier(path=None, device='cpu') -> FeatureNet:
     """The shipped classifier that tells every captioned OpenMoji emoji apart (32 px), or one saved at `path`;
     its `captions` attribute names the classes."""
@@ -46,7 +46,7 @@ def load_prompt_classifier(path=None, device='cpu') -> FeatureNet:
     net.captions = json.loads(p.with_suffix('.json').read_text())['captions']
     return net
 
-# %% ../nbs/appendix_prompts.ipynb #845c348e
+# %% ../nbs/appendix_prompts.ipynb #df39c7a1
 @torch.no_grad()
 def prompt_accuracy(images, prompts, classifier:'FeatureNet|None'=None, k:int=5) -> dict:
     """Did the model draw what it was asked? Top-1 and top-`k` accuracy of `classifier` (default: the shipped
