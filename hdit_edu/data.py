@@ -123,17 +123,22 @@ def openmoji_dataset(size:int=64, subset='default', limit:int|None=None,
         raise ValueError(f"limit must be a positive number of images or None, got {limit}.")
     return _openmoji_dataset(int(size), groups, limit, _check_rgb(background))
 
+def _rendered(codes, size, limit, background):
+    "`(images, codes)`: `codes` (a seeded choice of `limit` of them) rendered; non-glyphs left out."
+    if limit is not None and limit < len(codes):
+        keep = set(random.Random(0).sample(codes, limit))
+        codes = [c for c in codes if c in keep]
+    images, kept = [], []
+    for c in codes:
+        try: images.append(render_emoji(c, size, background)); kept.append(c)
+        except ValueError: continue   # not a single visible glyph in this font: leave it out
+    return images, kept
+
 @functools.lru_cache(maxsize=8)
 def _openmoji_dataset(size, groups, limit, background):
     chosen = [c for c in openmoji_codes() if openmoji_group(c) in groups]
-    if limit is not None and limit < len(chosen):
-        keep = set(random.Random(0).sample(chosen, limit))
-        chosen = [c for c in chosen if c in keep]
-    images, labels, hexcodes = [], [], []
-    for c in chosen:
-        try: im = render_emoji(c, size, background)
-        except ValueError: continue   # not a single visible glyph in this font: leave it out
-        images.append(im); labels.append(groups.index(openmoji_group(c))); hexcodes.append(c)
+    images, hexcodes = _rendered(chosen, size, limit, background)
+    labels = [groups.index(openmoji_group(c)) for c in hexcodes]
     features = datasets.Features({'image': datasets.Image(), 'label': datasets.ClassLabel(names=list(groups)),
                                   'hexcode': datasets.Value('string')})
     info = datasets.DatasetInfo(
@@ -164,16 +169,9 @@ def openmoji_text_dataset(size:int=32, limit:int|None=None, background=(255, 255
 
 @functools.lru_cache(maxsize=4)
 def _openmoji_text_dataset(size, limit, background):
-    chosen = [c for c in openmoji_codes() if emoji_name(c) is not None]
-    if limit is not None and limit < len(chosen):
-        keep = set(random.Random(0).sample(chosen, limit))
-        chosen = [c for c in chosen if c in keep]
-    images, texts, hexcodes, labels = [], [], [], []
-    for c in chosen:
-        try: im = render_emoji(c, size, background)
-        except ValueError: continue   # not a single visible glyph in this font: leave it out
-        images.append(im); texts.append(emoji_name(c)); hexcodes.append(c)
-        labels.append(OPENMOJI_GROUPS.index(openmoji_group(c)))
+    names = {c: emoji_name(c) for c in openmoji_codes()}
+    images, hexcodes = _rendered([c for c, n in names.items() if n is not None], size, limit, background)
+    texts, labels = [names[c] for c in hexcodes], [OPENMOJI_GROUPS.index(openmoji_group(c)) for c in hexcodes]
     features = datasets.Features({'image': datasets.Image(), 'text': datasets.Value('string'),
                                   'hexcode': datasets.Value('string'),
                                   'label': datasets.ClassLabel(names=list(OPENMOJI_GROUPS))})

@@ -11,6 +11,7 @@ import torch
 import matplotlib.pyplot as plt
 from .model import load_pretrained
 from .sampling import sample
+from .diffusion import edm_scalings
 from .text import caption_words, PAD
 
 # %% ../nbs/appendix_prompt_widget.ipynb #b2c2d0ec
@@ -48,7 +49,7 @@ class PromptViewer:
         g = torch.Generator().manual_seed(p['seed'])
         sigma = torch.full((1,), p['sigma'])
         noisy = image + torch.randn(image.shape, generator=g) * p['sigma']
-        c_in = 1 / (p['sigma'] ** 2 + 0.5 ** 2) ** 0.5                 # EDM's input scaling, sigma_data 0.5
+        c_in = edm_scalings(sigma)[2]                                   # the denoiser's input scaling
         maps = [d['weights'] for d in m.attention_maps(noisy * c_in, sigma, text=ids, kind='cross_attn')
                 if d['level'] == p['level']]
         w = torch.stack(maps).mean((0, 2))[0]                           # layers, heads -> [h, w, tokens]

@@ -204,7 +204,7 @@ def _inputs(trainer, x, y, drop, flip):
     if trainer.text:
         y = list(y)
         flip = flip & torch.tensor([not names_a_side(t) for t in y], device=x.device, dtype=torch.bool)
-        prompts = ['' if d else t for t, d in zip(y, drop.tolist())]
+        prompts = ['' if d else t for t, d in zip(y, drop.tolist(), strict=True)]
         cond['text'] = model.text_encoder.tokenize(prompts, warn=False).to(x.device)
     if trainer.config.hflip: x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     if mapping_cond_fn is not None:
