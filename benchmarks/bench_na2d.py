@@ -1,4 +1,4 @@
-"""Time and peak memory of `hdit_edu.neighborhood.na2d` (forward, forward+backward) beside NATTEN's CPU forward.
+"""Time and peak memory of `hdit_edu.fast_attention.na2d` (forward, forward+backward) beside NATTEN's CPU forward.
 
 Every measurement runs in a fresh Python process, so peak memory is not polluted by earlier cases: the child
 resets the kernel's peak-RSS counter (/proc/self/clear_refs, falling back to getrusage's ru_maxrss), records the
@@ -45,7 +45,7 @@ def child(case, size, args):
         import natten.functional as nf
         def run(): return nf.na2d(q, k, v, kernel_size=args.kernel)
     else:
-        from hdit_edu.neighborhood import na2d
+        from hdit_edu.fast_attention import na2d
         def run():
             out = na2d(q, k, v, args.kernel, backend=args.backend)
             if case == 'na2d_fwd_bwd':

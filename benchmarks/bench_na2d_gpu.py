@@ -43,7 +43,7 @@ def timer(device):
 def make_attention(impl, kernel, device):
     "A function (q, k, v) -> out on `[batch, height, width, heads, head_dim]`, or a string saying why not."
     import torch.nn.functional as F
-    from hdit_edu.neighborhood import na2d
+    from hdit_edu.fast_attention import na2d
     if impl in ('gather', 'tiled', 'flex'):
         return lambda q, k, v: na2d(q, k, v, kernel, backend=impl)
     if impl == 'sdpa':
@@ -117,7 +117,7 @@ def main(argv=None):
     else: device = torch.device('cuda')
     dtype, run = getattr(torch, args.dtype), timer(device)
     warnings.filterwarnings('ignore')
-    from hdit_edu.neighborhood import describe_backend
+    from hdit_edu.fast_attention import describe_backend
     name = torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU (dry run)'
     try:
         import natten; nv = natten.__version__

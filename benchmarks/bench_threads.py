@@ -24,7 +24,7 @@ def busy(stop):
 def child(args):
     import torch
     torch.set_num_threads(args.threads)
-    from hdit_edu.neighborhood import na2d
+    from hdit_edu.fast_attention import na2d
     s = args.sizes[0]
     g = torch.Generator().manual_seed(0)
     q, k, v, grad = (torch.randn(args.batch, s, s, args.heads, args.head_dim, generator=g) for _ in range(4))

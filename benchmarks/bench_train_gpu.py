@@ -18,8 +18,8 @@ import argparse, statistics, sys, time, warnings
 
 def build(args, device):
     import torch
-    from hdit_edu.model import HDiT, hdit_b4
-    from hdit_edu.training import make_optimizer, small_hdit_config
+    from hdit_edu.model import HDiT, hdit_b4, small_hdit_config
+    from hdit_edu.training import make_optimizer
     cfg = (small_hdit_config(args.size, attention='neighborhood') if args.dry_run else
            hdit_b4(args.size, num_classes=args.classes))
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def main(argv=None):
         device = torch.device('cuda')
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     warnings.filterwarnings('ignore')
-    from hdit_edu.neighborhood import describe_backend
+    from hdit_edu.fast_attention import describe_backend
     name = torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU (dry run)'
     print(f"{'small NA model' if args.dry_run else 'HDiT-B/4'} at {args.size} px, batch {args.batch}, "
           f"{'float32' if args.no_autocast else 'bf16 autocast'}, AdamW on {name}; torch {torch.__version__}\n"

@@ -6,7 +6,8 @@ in pixel space (`inpaint`, `img2img`). Each name's module is a page of the cours
 """
 __version__ = "0.1.0"
 
-from .model import HDiT, HDiTConfig, LevelConfig, load_pretrained, small_hdit_config
+from .model import HDiT, HDiTConfig, LevelConfig, small_hdit_config
+from .model_files import load_pretrained
 from .sampling import sample
 from .training import Trainer, TrainConfig
 from .data import openmoji_dataset, ImageDataset

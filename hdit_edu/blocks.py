@@ -13,7 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from .attention import (zero_init, RMSNorm, AdaRMSNorm, AttentionBlock, SelfAttentionBlock)
-from .neighborhood import na2d, neighborhood_mask, shifted_window_attention, shifted_window_mask
+from .neighborhood import neighborhood_mask, shifted_window_attention, shifted_window_mask
+from .fast_attention import na2d
 
 # %% ../nbs/04_blocks.ipynb #04213c61
 class LinearGEGLU(nn.Linear):

@@ -11,12 +11,13 @@ __all__ = ['OPENMOJI_CREDIT', 'OPENMOJI_GROUPS', 'DEFAULT_GROUPS', 'HUB_TIMEOUT'
 
 # %% ../nbs/appendix_data.ipynb #e550aba3
 import os, math, functools, random, contextlib
+from typing import TYPE_CHECKING
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-import datasets
 from .text import names_a_side
+if TYPE_CHECKING: import datasets   # imported where used: `import hdit_edu` stays light
 
 # %% ../nbs/appendix_data.ipynb #4a24b02d
 OPENMOJI_CREDIT = "OpenMoji – the open-source emoji and icon project, CC BY-SA 4.0 (https://openmoji.org)"
@@ -115,7 +116,7 @@ def _subset_groups(subset):
     return tuple(g for g in OPENMOJI_GROUPS if g in groups)
 
 def openmoji_dataset(size:int=64, subset='default', limit:int|None=None,
-                     background=(255, 255, 255)) -> datasets.Dataset:
+                     background=(255, 255, 255)) -> 'datasets.Dataset':
     """OpenMoji emoji rendered at `size`×`size`: columns `image` (PIL RGB), `label` (group, `ClassLabel`)
     and `hexcode`."""
     groups = _subset_groups(subset)
@@ -136,6 +137,7 @@ def _rendered(codes, size, limit, background):
 
 @functools.lru_cache(maxsize=8)
 def _openmoji_dataset(size, groups, limit, background):
+    import datasets
     chosen = [c for c in openmoji_codes() if openmoji_group(c) in groups]
     images, hexcodes = _rendered(chosen, size, limit, background)
     labels = [groups.index(openmoji_group(c)) for c in hexcodes]
@@ -160,7 +162,7 @@ def emoji_name(hexcode:str) -> str|None:
     return None if d is None else d['en'].strip(':').replace('_', ' ').lower()
 
 # %% ../nbs/appendix_data.ipynb #7dae2317
-def openmoji_text_dataset(size:int=32, limit:int|None=None, background=(255, 255, 255)) -> datasets.Dataset:
+def openmoji_text_dataset(size:int=32, limit:int|None=None, background=(255, 255, 255)) -> 'datasets.Dataset':
     """Every OpenMoji emoji that has an English name, rendered at `size`×`size`: columns `image`, `text` (the
     caption, e.g. 'thumbs up dark skin tone'), `hexcode` and `label` (its group, as in `openmoji_dataset`)."""
     if limit is not None and limit < 1:
@@ -169,6 +171,7 @@ def openmoji_text_dataset(size:int=32, limit:int|None=None, background=(255, 255
 
 @functools.lru_cache(maxsize=4)
 def _openmoji_text_dataset(size, limit, background):
+    import datasets
     names = {c: emoji_name(c) for c in openmoji_codes()}
     images, hexcodes = _rendered([c for c, n in names.items() if n is not None], size, limit, background)
     texts, labels = [names[c] for c in hexcodes], [OPENMOJI_GROUPS.index(openmoji_group(c)) for c in hexcodes]
@@ -192,6 +195,7 @@ def _env_offline() -> bool:
 def _offline_if_requested(force:bool=False):
     """`datasets` reads the offline flags at import; honour flags set later too (or `force`),
     so an offline call never waits on the network."""
+    import datasets
     if not (force or _env_offline()): yield; return
     import huggingface_hub.constants as hc
     saved = datasets.config.HF_HUB_OFFLINE, hc.HF_HUB_OFFLINE
@@ -202,6 +206,7 @@ def _offline_if_requested(force:bool=False):
 @contextlib.contextmanager
 def _quiet():
     "No progress bars from `datasets` for quick in-memory operations."
+    import datasets
     was_off = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()
     try: yield
@@ -214,10 +219,11 @@ def _pick(names, wanted, kind):
     return wanted
 
 # %% ../nbs/appendix_data.ipynb #28d3df97
-def standardize_columns(ds:datasets.Dataset, image_column:str|None=None,
-                        label_column:str|None=None) -> datasets.Dataset:
+def standardize_columns(ds:'datasets.Dataset', image_column:str|None=None,
+                        label_column:str|None=None) -> 'datasets.Dataset':
     """Keep only the image column (renamed `image`) and the label column if any
     (renamed `label`, as a `ClassLabel`)."""
+    import datasets
     if isinstance(ds, datasets.DatasetDict):
         raise TypeError(f"got a DatasetDict with splits {list(ds)}: pick one, e.g. `ds['train']`.")
     if not isinstance(ds, datasets.Dataset):
@@ -259,9 +265,10 @@ def _fail(exc_type, msg, reason, cause=None):
     raise err from cause
 
 def load_hf_dataset(name:str, split:str='train', image_column:str|None=None, label_column:str|None=None,
-                    timeout:float=HUB_TIMEOUT, **kw) -> datasets.Dataset:
+                    timeout:float=HUB_TIMEOUT, **kw) -> 'datasets.Dataset':
     """Load an image dataset from the Hugging Face hub (or its local cache) with columns `image` and,
     if it has one, `label`."""
+    import datasets
     if kw.get('streaming'):
         raise ValueError("streaming=True is not supported: ImageDataset needs random access.")
     how = ("Work offline with `openmoji_dataset()` (built in) or `image_folder_dataset(path)` (your own "
@@ -291,8 +298,9 @@ def _images_in(folder:Path, extensions):
     return sorted(p for p in folder.rglob('*')
                   if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith('.'))
 
-def image_folder_dataset(path, extensions=IMAGE_EXTENSIONS, verify:bool=True) -> datasets.Dataset:
+def image_folder_dataset(path, extensions=IMAGE_EXTENSIONS, verify:bool=True) -> 'datasets.Dataset':
     "Images under `path` (a subfolder per class as in ImageFolder; none: unlabelled) as a `datasets.Dataset`."
+    import datasets
     root = Path(path).expanduser()
     if not root.exists(): raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
     if not root.is_dir():
@@ -403,7 +411,7 @@ def _flip_bit(seed:int, epoch:int, idx:int) -> bool:
 class ImageDataset(torch.utils.data.Dataset):
     """`(image [3, size, size] in [-1, 1], label int)` pairs from a `datasets.Dataset`;
     label `UNLABELED` (-1) if none."""
-    def __init__(self, hf_dataset:datasets.Dataset, size:int, hflip:bool=True, seed:int=0,
+    def __init__(self, hf_dataset:'datasets.Dataset', size:int, hflip:bool=True, seed:int=0,
                  image_column:str|None=None, label_column:str|None=None, preload:bool|None=None,
                  preload_max:int=20_000, text_column:str|None=None):
         if size < 1: raise ValueError(f"size must be a positive number of pixels, got {size}.")

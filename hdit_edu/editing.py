@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from .sampling import (SAMPLERS, get_sigmas_karras, _as_denoiser, _num_classes, _device_of, _cond_args,
                                _guided, _image_shape, _eval_mode)
-from .fast_attention import cpu_threads
+from .threads import cpu_threads
 
 # %% ../nbs/10_editing.ipynb #cb530f19
 def _check_image(image, size=None, channels=None):

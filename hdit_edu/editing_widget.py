@@ -94,7 +94,7 @@ class ImageEditor:
                  sigma_start:float=2., class_cond='same', cfg_scale:float=1., resample:int=2, steps:int=20,
                  seed:int=0, grid:int=8, previews:int=5, class_names=None, run:bool=True):
         if denoiser is None:
-            from hdit_edu.model import load_pretrained
+            from hdit_edu.model_files import load_pretrained
             from hdit_edu.diffusion import Denoiser
             denoiser = Denoiser(load_pretrained('openmoji64'))
         self.denoiser, self.grid, self.previews = denoiser, grid, previews
@@ -217,7 +217,7 @@ def _edit_figure(output):
     panels = ([('input', output['input'])] + [(f'step {i}\nσ = {s:.3g}', _display_image(d))
               for i, s, d in output['previews']] + [('result', _display_image(output['result']))])
     fig = Figure(figsize=(1.45 * len(panels), 2.15), dpi=100)
-    for ax, (title, im) in zip(fig.subplots(1, len(panels)), panels):
+    for ax, (title, im) in zip(fig.subplots(1, len(panels)), panels, strict=True):
         ax.imshow(im, interpolation='nearest'); ax.set_title(title, fontsize=8)
         ax.set_xticks([]); ax.set_yticks([])
     fig.suptitle(output['caption'], fontsize=8, y=0.03, va='bottom')

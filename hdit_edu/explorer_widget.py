@@ -272,3 +272,4 @@ def _refresh_widget(self:AttentionExplorer):
 
 # %% ../nbs/appendix_explorer_widget.ipynb #71be9229
 del token_hw, layer_names, set, update, describe, plot, to_png, widget   # names @patch left bound to None
+del _plot_on_image, _repr_mimebundle_, _on_control, _build_widget, _refresh_widget

@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES', 'na_context', 'NAContext', 'use_backend', 'set_backend',
-           'na_mask_mod', 'block_mask_kinds', 'na_block_mask', 'na2d', 'describe_backend', 'auto_threads',
-           'cpu_threads']
+           'na_mask_mod', 'block_mask_kinds', 'na_block_mask', 'na2d', 'describe_backend']
 
 # %% ../nbs/appendix_fast_attention.ipynb #cb09204e
-import contextlib, dataclasses, functools, os, warnings
+import contextlib, dataclasses, functools, math, os, warnings
 import torch
 import torch.nn.functional as F
 from .neighborhood import (window_indices, neighborhood_mask, window, unwindow, _check_qkv, _check_na_args,
@@ -25,6 +24,13 @@ def _check_backend(backend):
         raise ValueError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}; got {backend!r}.")
 
 # %% ../nbs/appendix_fast_attention.ipynb #7a9299b4
+def _check_setting(name, value):
+    if name == 'backend': return _check_backend(value)
+    if name not in ('dense_max_tokens', 'cpu_tile', 'cpu_block_bytes'):
+        raise ValueError(f"unknown setting {name!r}: choose from backend, dense_max_tokens, cpu_tile, cpu_block_bytes.")
+    if not isinstance(value, int) or isinstance(value, bool) or value < (name != 'dense_max_tokens'):
+        raise ValueError(f"{name} must be an int >= {int(name != 'dense_max_tokens')}, got {value!r}.")
+
 @dataclasses.dataclass
 class NAContext:
     "Settings of `na2d`: the backend and the CPU tuning values; `reset()` restores the defaults."
@@ -37,16 +43,15 @@ class NAContext:
     def reset(self):
         for f in dataclasses.fields(self): setattr(self, f.name, f.default)
 
+    def __setattr__(self, name, value):
+        "Every setting is checked as it is set: `na_context.backend = 'fast'` is an error, not a silent change."
+        if name == 'natten_announced': value = bool(value)
+        else: _check_setting(name, value)
+        super().__setattr__(name, value)
+
     def update(self, **settings):
-        "Change settings (checked first, so a bad one changes nothing)."
-        for name, value in settings.items():
-            if name == 'backend': _check_backend(value)
-            elif name not in ('dense_max_tokens', 'cpu_tile', 'cpu_block_bytes'):
-                raise ValueError(f"unknown setting {name!r}: choose from backend, dense_max_tokens, "
-                                 f"cpu_tile, cpu_block_bytes.")
-            elif not isinstance(value, int) or value < (name != 'dense_max_tokens'):
-                raise ValueError(f"{name} must be an int >= {int(name != 'dense_max_tokens')}, "
-                                 f"got {value!r}.")
+        "Change settings (all checked first, so a bad one changes nothing)."
+        for name, value in settings.items(): _check_setting(name, value)
         for name, value in settings.items(): setattr(self, name, value)
         return self
 
@@ -375,54 +380,29 @@ def na2d(q, k, v, kernel_size:int, dilation:int=1, scale=None, backend=None):
     return _na2d_lean(q, k, v, kernel_size, dilation, scale)
 
 # %% ../nbs/appendix_fast_attention.ipynb #eec68db8
-def _probe(dev): return torch.empty(1, 8, 8, 1, 64, device=dev, dtype=torch.bfloat16)   # a typical training call
+def _probe(dev):
+    "A map just larger than the dense limit, as `na2d` sees it in training: the chooser's answer for large maps."
+    side = math.isqrt(na_context.dense_max_tokens) + 1
+    return torch.empty(1, side, side, 1, 64, device=dev, dtype=torch.bfloat16)
 
 # %% ../nbs/appendix_fast_attention.ipynb #9f51ab25
 def describe_backend(device=None) -> str:
     """One line: which implementation `na2d` runs on `device` (default: CUDA if present),
-    and why not the fast ones."""
+    and why not the fast ones. It asks `_choose_backend`, the one policy `na2d` itself follows."""
     dev = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda' and not torch.cuda.is_available():
         return "neighborhood attention: no CUDA device here (this torch build or machine has none)"
-    x = _probe(dev)
-    auto, n = na_context.backend == 'auto', na_context.dense_max_tokens
-    natten_why, flex_why = (_natten_reason(x, x, x), _flex_reason(x)) if auto else ('', '')
-    if not auto: which = na_context.backend
-    else: which = 'natten' if not natten_why else 'flex' if not flex_why else 'torch'
+    x, setting, n = _probe(dev), na_context.backend, na_context.dense_max_tokens
+    try: which = _choose_backend(x, x, x, setting)
+    except (ImportError, ValueError) as e: return f"neighborhood attention: {setting!r} cannot run on {dev.type}: {e}"
+    if setting in ('auto', 'torch') and which == 'tiled': which = 'torch'    # small maps dense, larger ones tiled
     what = {'natten': "NATTEN's fused kernels", 'dense': "one masked SDPA (dense N×N mask)",
             'gather': "the pure-PyTorch gather loop", 'tiled': "masked SDPA on tiles of the map",
             'flex': f"flex_attention ({'compiled' if dev.type == 'cuda' else 'eager, forward only'}"
-                    f"{f'; one masked SDPA up to {n} tokens per map' if auto else ''})"}.get(
+                    f"{f'; one masked SDPA up to {n} tokens per map' if setting == 'auto' else ''})"}.get(
         which, f"pure PyTorch (one masked SDPA up to {n} tokens per map, on tiles above)")
     line = f"neighborhood attention: {what} on {dev.type}"
-    if not auto: return line + f", set by use_backend/set_backend({na_context.backend!r})"
-    if which != 'natten': line += f"; NATTEN not used: {natten_why}"
-    if which == 'torch': line += f"; flex_attention not used: {flex_why}"
+    if setting != 'auto': return line + f", set by use_backend/set_backend({setting!r})"
+    if which != 'natten': line += f"; NATTEN not used: {_natten_reason(x, x, x)}"
+    if which == 'torch': line += f"; flex_attention not used: {_flex_reason(x)}"
     return line
-
-# %% ../nbs/appendix_fast_attention.ipynb #df9a57f0
-def auto_threads() -> int:
-    "PyTorch CPU threads worth using now: the cores not already busy (1-minute load average), at least 1."
-    n = torch.get_num_threads()
-    try: free = (os.cpu_count() or 1) - os.getloadavg()[0]
-    except (AttributeError, OSError): return n          # no load average (Windows): keep PyTorch's default
-    return max(1, min(n, int(free + 0.5)))
-
-# %% ../nbs/appendix_fast_attention.ipynb #115a837b
-_STARTUP_THREADS = torch.get_num_threads()   # PyTorch's thread count when hdit_edu was first imported
-
-# %% ../nbs/appendix_fast_attention.ipynb #da5d3b80
-@contextlib.contextmanager
-def cpu_threads(threads:int|None=None, device=None):
-    """Run a block with `threads` PyTorch CPU threads (None: `auto_threads()` unless the user chose);
-    restore the old count after."""
-    old = torch.get_num_threads()
-    if threads is not None: new = int(threads)
-    elif (device is not None and torch.device(device).type != 'cpu') or os.environ.get('OMP_NUM_THREADS') \
-            or old != _STARTUP_THREADS: new = old                # a GPU, or the user chose: leave it
-    else: new = auto_threads()
-    if new < 1: raise ValueError(f"threads must be >= 1, got {new}.")
-    if new != old: torch.set_num_threads(new)
-    try: yield new
-    finally:
-        if torch.get_num_threads() != old: torch.set_num_threads(old)

@@ -10,9 +10,9 @@ import copy
 import torch
 from torch.utils.data import DataLoader
 from .diffusion import Denoiser, sigma_sampler
-from .training import (StreamSampler, seed_for, step_generator, GLOBAL_STREAM, make_optimizer,
-                               ema_update, ema_decay)
-from .fast_attention import cpu_threads
+from .randomness import StreamSampler, seed_for, step_generator, GLOBAL_STREAM
+from .training import make_optimizer, ema_update, ema_decay
+from .threads import cpu_threads
 
 # %% ../nbs/09_first_model.ipynb #d9b16da1
 def train_simple(model, dataset, steps:int=400, batch_size:int=32, lr:float=2e-3, seed:int=0,

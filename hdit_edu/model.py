@@ -15,17 +15,7 @@ from .patching import TokenMerge, TokenSplit, TokenSplitWithoutSkip, make_axial_
 from .attention import RMSNorm, AdaRMSNorm
 from .blocks import FourierFeatures, MappingNetwork, TransformerLayer, Level, make_attention_block
 from .text import TextEncoder, CrossAttentionBlock
-from .model_files import (check_level, check_config, check_inputs, config_table, config_from_k_diffusion,
-                                  _load_weights)
-
-# %% ../nbs/05_model.ipynb #dd1f7fa0
-# The plumbing (checks, files, pretrained models, k-diffusion configs, the drawing) lives in hdit_edu.model_files;
-# its public names stay importable from here, where they were first defined.
-from .blocks import ATTENTION_TYPES  # noqa: F401
-from .model_files import (check_input_size, check_class_labels, config_to_k_diffusion,  # noqa: F401
-                                  save_model, load_model, pretrained_models, load_pretrained, draw_hourglass,
-                                  load_reference, check_against_reference, PACKAGE_DIR, PRETRAINED_DIR,
-                                  REFERENCE_FILE)
+from .model_checks import check_level, check_config, check_inputs, config_table
 
 # %% ../nbs/05_model.ipynb #0e021b7f
 class HDiT(nn.Module):
@@ -245,13 +235,6 @@ def _build(self:HDiT, config:HDiTConfig):
     self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
     nn.init.zeros_(self.patch_out.proj.weight)
 
-# %% ../nbs/05_model.ipynb #0d25ef77
-@patch(cls_method=True)
-def from_k_diffusion(cls:HDiT, config:dict, state_dict=None):
-    "Build from a k-diffusion config dict; load a k-diffusion state dict (same key names) if given."
-    model = cls(config_from_k_diffusion(config))
-    return model if state_dict is None else _load_weights(model, state_dict)
-
 # %% ../nbs/05_model.ipynb #9566cbd3
 def _attention_layers(model, kind='self_attn'):
     "(stage, level, layer index, attention block) for every attention layer, in forward order."
@@ -300,6 +283,6 @@ def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
 # %% ../nbs/05_model.ipynb #1dcb5900
 # fastcore's @patch leaves each patched name bound to None in the module: remove those
 for _name in ('stride', 'token_sizes', 'tiny', 'table', '_repr_markdown_', '_build_mapping', 'conditioning',
-              '_make_layer', '_build_levels', '_build', 'from_k_diffusion', 'attention_maps', 'param_groups'):
+              '_make_layer', '_build_levels', '_build', 'attention_maps', 'param_groups'):
     globals().pop(_name, None)
 del _name

@@ -4,14 +4,10 @@
 
 # %% auto #0
 __all__ = ['window_indices', 'neighborhood_mask', 'na2d_dense', 'na2d_gather', 'na2d_weights', 'na2d_key_index',
-           'na2d_attention_map', 'shifted_window_mask', 'window', 'unwindow', 'shifted_window_attention', 'na2d',
-           'set_backend', 'use_backend', 'describe_backend', 'na_context', 'na_mask_mod', 'block_mask_kinds',
-           'na_block_mask', 'BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES', 'AttentionExplorer',
-           'attended_keys', 'hourglass_token_sizes', 'ATTENTION_KINDS']
+           'na2d_attention_map', 'shifted_window_mask', 'window', 'unwindow', 'shifted_window_attention']
 
 # %% ../nbs/03_neighborhood.ipynb #456516e3
-import importlib, numbers
-from typing import TYPE_CHECKING
+import numbers
 import torch
 import torch.nn.functional as F
 
@@ -243,23 +239,3 @@ def shifted_window_attention(q, k, v, window_size:int, shift:int=0, scale=None):
                                        scale=_scale(q, scale))
     o = unwindow(o, ws, ws)
     return torch.roll(o, (-shift, -shift), dims=(1, 2)) if shift else o
-
-# %% ../nbs/03_neighborhood.ipynb #f25a1c69
-_FAST = ('na2d', 'set_backend', 'use_backend', 'describe_backend', 'na_context', 'na_mask_mod', 'block_mask_kinds',
-         'na_block_mask', 'BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES')
-_EXPLORER = ('AttentionExplorer', 'attended_keys', 'hourglass_token_sizes', 'ATTENTION_KINDS')
-_all_ = ['na2d', 'set_backend', 'use_backend', 'describe_backend', 'na_context', 'na_mask_mod', 'block_mask_kinds',
-         'na_block_mask', 'BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES',
-         'AttentionExplorer', 'attended_keys', 'hourglass_token_sizes', 'ATTENTION_KINDS']
-if TYPE_CHECKING:   # for linters and editors; at run time `__getattr__` loads them on first use
-    from hdit_edu.fast_attention import (na2d, set_backend, use_backend, describe_backend, na_context, na_mask_mod,
-                                         block_mask_kinds, na_block_mask, BACKENDS, DENSE_MAX_TOKENS, CPU_TILE,
-                                         CPU_BLOCK_BYTES)
-    from hdit_edu.explorer_widget import AttentionExplorer, attended_keys, hourglass_token_sizes, ATTENTION_KINDS
-
-def __getattr__(name):
-    "The fast paths and the explorer live in appendix modules that import this one: load them on first use."
-    if name == 'BACKEND': return importlib.import_module('hdit_edu.fast_attention').na_context.backend
-    for mod, names in (('fast_attention', _FAST), ('explorer_widget', _EXPLORER)):
-        if name in names: return getattr(importlib.import_module(f'hdit_edu.{mod}'), name)
-    raise AttributeError(f"module 'hdit_edu.neighborhood' has no attribute {name!r}")

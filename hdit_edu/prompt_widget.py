@@ -8,8 +8,7 @@ __all__ = ['PromptViewer']
 # %% ../nbs/appendix_prompt_widget.ipynb #c9a7c38a
 import io
 import torch
-import matplotlib.pyplot as plt
-from .model import load_pretrained
+from .model_files import load_pretrained
 from .sampling import sample
 from .diffusion import edm_scalings
 from .text import caption_words, PAD
@@ -61,7 +60,9 @@ class PromptViewer:
         "The samples in the top row; the first sample and its map for every prompt token below."
         n, k = len(self.images), len(self.tokens)
         cols = max(n, k + 1)
-        fig = fig or plt.figure(figsize=(1.6 * cols, 3.6), dpi=100)
+        if fig is None:
+            import matplotlib.pyplot as plt
+            fig = plt.figure(figsize=(1.6 * cols, 3.6), dpi=100)
         fig.clf()
         to_img = lambda t: ((t.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy()
         for i, x in enumerate(self.images):
@@ -71,7 +72,7 @@ class PromptViewer:
         ax = fig.add_subplot(2, cols, cols + 1); ax.imshow(to_img(self.images[0])); ax.axis('off')
         ax.set_title('sample 1', fontsize=8)
         top = float(self.maps.max())
-        for j, (tok, mp) in enumerate(zip(self.tokens, self.maps)):
+        for j, (tok, mp) in enumerate(zip(self.tokens, self.maps, strict=False)):
             ax = fig.add_subplot(2, cols, cols + j + 2)
             ax.imshow(to_img(self.images[0]), alpha=0.35)
             ax.imshow(mp.numpy(), cmap='magma', alpha=0.75, vmin=0, vmax=top,
@@ -89,6 +90,7 @@ class PromptViewer:
 
     def png(self) -> bytes:
         "The current picture as PNG bytes."
+        import matplotlib.pyplot as plt
         fig = self.plot(); buf = io.BytesIO(); fig.savefig(buf, format='png'); plt.close(fig)
         return buf.getvalue()
 

@@ -4,8 +4,7 @@
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'GaussianMixtureDenoiser', 'get_sigmas_karras', 'to_d', 'sample_euler', 'sample_heun', 'sample_dpmpp_2m',
-           'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'CFGDenoiser', 'sample', 'TrajectoryViewer', 'TOY_EMOJI',
-           'PRETRAINED_CLASS_NAMES', 'toy_emoji_denoiser', 'default_denoiser']
+           'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'CFGDenoiser', 'sample']
 
 # %% ../nbs/08_sampling.ipynb #01cc1148
 import contextlib, math, numbers, operator
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 from .diffusion import Denoiser
-from .fast_attention import cpu_threads
+from .threads import cpu_threads
 from .text import BOS
 
 # %% ../nbs/08_sampling.ipynb #0178ee7a
@@ -380,67 +379,5 @@ def _image_shape(denoiser, size=None, channels=None):
         if channels is None and toy: channels = model.means.shape[-3]
     return size, channels or 3
 
-# %% ../nbs/08_sampling.ipynb #84cde4e1
-class TrajectoryViewer:
-    "Record one sampling trajectory (noisy x_t, the denoised prediction and σ at every step) and show it."
-    def __init__(self, denoiser=None, checkpoint=None, size=None, channels=None, sampler:str='dpmpp_3m_sde',
-                 steps:int=25, cfg_scale:float=1., seed:int=0, class_cond:int=None, class_names=None,
-                 sigma_min:float=1e-2, sigma_max:float=80., device=None):
-        from hdit_edu.trajectory_widget import open_denoiser       # the shipped model, or a checkpoint
-        self.denoiser, self.source = open_denoiser(denoiser, checkpoint, device)
-        self.num_classes = _num_classes(self.denoiser)
-        self.class_names = class_names or _class_names(self.denoiser)
-        self.size, self.channels = _image_shape(self.denoiser, size, channels)
-        self.device, self.sigma_min, self.sigma_max = device, sigma_min, sigma_max
-        self.sigma_data, self.step, self._widget = getattr(self.denoiser, 'sigma_data', 0.5), 0, None
-        if self.num_classes and class_cond is None: class_cond = self.num_classes     # 'no class'
-        self.params = dict(sampler=sampler, steps=steps, cfg_scale=cfg_scale, seed=seed,
-                           class_cond=class_cond)
-        self.run()
-
-# %% ../nbs/08_sampling.ipynb #363198a8
-@patch
-def run(self:TrajectoryViewer):
-    "Sample once with the current parameters, recording every step into `.frames` as `(x_t, denoised, σ)`."
-    frames, p = [], self.params
-    def record(d): frames.append((d['x'][0].cpu(), d['denoised'][0].cpu(), float(d['sigma'])))
-    self.result = sample(self.denoiser, 1, self.size, self.channels, sigma_min=self.sigma_min,
-                         sigma_max=self.sigma_max, device=self.device, callback=record, **p)
-    frames.append((self.result[0].cpu(), self.result[0].cpu(), 0.))   # the finished sample, at σ = 0
-    self.frames, self.step = frames, min(self.step, len(frames) - 1)
-    return self
-
-# %% ../nbs/08_sampling.ipynb #b06647c2
-@patch
-def plot_strip(self:TrajectoryViewer, ncols:int=8):
-    "Static figure: x_t (top) and the denoised prediction (bottom) at `ncols` steps over the trajectory."
-    import matplotlib.pyplot as plt
-    idx = sorted(set(torch.linspace(0, len(self.frames) - 1, ncols).round().long().tolist()))
-    fig, axs = plt.subplots(2, len(idx), figsize=(min(10, 1.25 * len(idx)), 3), dpi=100, squeeze=False)
-    for j, i in enumerate(idx):
-        x, den, sigma = self.frames[i]
-        for ax, im in zip(axs[:, j], (_display_image(x, sigma, self.sigma_data), _display_image(den))):
-            ax.imshow(im, cmap='gray' if im.ndim == 2 else None, interpolation='nearest')
-            ax.set_xticks([]); ax.set_yticks([])
-        axs[0, j].set_title(f'step {i}\nσ={sigma:.2g}', fontsize=8)
-    axs[0, 0].set_ylabel('x$_t$ (rescaled)', fontsize=9); axs[1, 0].set_ylabel('denoised', fontsize=9)
-    fig.tight_layout()
-    return fig
-
 # %% ../nbs/08_sampling.ipynb #1c9d1159
-for _name in ('forward', 'run', 'plot_strip'): globals().pop(_name, None)   # names @patch left bound to None
-del _name
-_all_ = ['TOY_EMOJI', 'PRETRAINED_CLASS_NAMES', 'toy_emoji_denoiser', 'default_denoiser']   # moved, still exported
-
-# %% ../nbs/08_sampling.ipynb #511b8017
-_MOVED = ('TOY_EMOJI', 'PRETRAINED_CLASS_NAMES', 'toy_emoji_denoiser', 'default_denoiser', '_toy_emoji', '_png')
-
-def __getattr__(name):
-    "Names that moved to the trajectory-widget appendix stay importable from here (lazily: no import cycle)."
-    if name in _MOVED:
-        from hdit_edu import trajectory_widget
-        return getattr(trajectory_widget, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-# %% ../nbs/08_sampling.ipynb #58f44a58
-from hdit_edu import trajectory_widget as _trajectory_widget  # noqa: F401 (the viewer's widget methods)
+del forward   # the name fastcore's @patch left bound to None

@@ -4,46 +4,33 @@
 
 # %% ../nbs/11_training.ipynb #42445951
 from __future__ import annotations
-import copy, hashlib, json, math, os, re, shutil, signal, sys, threading, time  # noqa: F401
-from contextlib import contextmanager  # noqa: F401
-from dataclasses import dataclass, field, asdict, replace, is_dataclass  # noqa: F401
+import copy, math, signal, sys, threading, time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 from fastcore.basics import patch
 
 import torch
 import torch.nn as nn
-import matplotlib.pyplot as plt
-from torch.utils.data import DataLoader, Sampler  # noqa: F401
-from safetensors.torch import save_file, load_file  # noqa: F401
-from accelerate import Accelerator, DataLoaderConfiguration  # noqa: F401
-from accelerate.utils import DistributedDataParallelKwargs  # noqa: F401
+from torch.utils.data import DataLoader
+from safetensors.torch import load_file
 
+from .threads import cpu_threads
+from .randomness import seed_for, step_draws, DRAW_STREAM, StreamSampler
 from .diffusion import Denoiser, sigma_sampler
-from .sampling import sample as sample_images
-from .model import (HDiT, HDiTConfig, LevelConfig, save_model, load_model, load_pretrained,  # noqa: F401
-                            small_hdit_config, check_class_labels, _load_weights)  # noqa: F401 (re-exported)
-from .fast_attention import cpu_threads, auto_threads  # noqa: F401 (auto_threads re-exported)
-from .data import image_grid
 from .text import names_a_side
+from .model_checks import check_class_labels
+from .model import HDiT
+from .sampling import sample as sample_images
+from .data import image_grid
+from .checkpoint import (
+    CheckpointError, ConfigMismatchError, TRAJECTORY_FIELDS, config_diffs, load_weights, list_checkpoints,
+    read_checkpoint, write_checkpoint, prune_checkpoints, make_accelerator,
+    _FIELD_DEFAULTS, _jsonable, _model_config, _unflatten_optimizer, _version)
 
 # %% auto #0
 __all__ = ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor', 'TrainConfig', 'Trainer',
-           'smooth_losses', 'plot_losses', 'seed_for', 'step_generator', 'step_draws', 'DATA_STREAM', 'DRAW_STREAM',
-           'GLOBAL_STREAM', 'StreamSampler', 'CHECKPOINT_FORMAT', 'CheckpointError', 'ConfigMismatchError',
-           'TRAJECTORY_FIELDS', 'save_weights', 'load_weights', 'list_checkpoints', 'find_checkpoint',
-           'read_checkpoint', 'write_checkpoint', 'prune_checkpoints', 'config_diffs', 'load_checkpoint_model',
-           'checkpoint_sigma_data']
-
-# %% ../nbs/11_training.ipynb #67fa5b8a
-from .checkpoint import (seed_for, step_generator, step_draws, DATA_STREAM, DRAW_STREAM,  # noqa: F401
-    GLOBAL_STREAM, StreamSampler, CHECKPOINT_FORMAT, CheckpointError, ConfigMismatchError, TRAJECTORY_FIELDS,
-    save_weights, load_weights, list_checkpoints, find_checkpoint, read_checkpoint, write_checkpoint,
-    prune_checkpoints, config_diffs, load_checkpoint_model, checkpoint_sigma_data, make_accelerator, Resumable,
-    _split_batch, _collate_one, _jsonable, _model_config, _flatten_optimizer, _unflatten_optimizer)
-_all_ = ['seed_for', 'step_generator', 'step_draws', 'DATA_STREAM', 'DRAW_STREAM', 'GLOBAL_STREAM', 'StreamSampler',
-         'CHECKPOINT_FORMAT', 'CheckpointError', 'ConfigMismatchError', 'TRAJECTORY_FIELDS', 'save_weights',
-         'load_weights', 'list_checkpoints', 'find_checkpoint', 'read_checkpoint', 'write_checkpoint',
-         'prune_checkpoints', 'config_diffs', 'load_checkpoint_model', 'checkpoint_sigma_data']
+           'smooth_losses', 'plot_losses']
 
 # %% ../nbs/11_training.ipynb #ed4cf3bc
 def ema_decay(step:int, power:float=0.75, max_decay:float=0.9999, inv_gamma:float=1.) -> float:
@@ -171,6 +158,17 @@ class _DiffusionLoss(nn.Module):
         self.denoiser = denoiser
     def forward(self, x, noise, sigma, **cond): return self.denoiser.loss(x, noise, sigma, **cond)
 
+# %% ../nbs/11_training.ipynb #3cbe13fe
+def _split_batch(b):
+    "(images, labels or None) from a collated batch of `(image, label)` pairs, dicts or bare image tensors."
+    if torch.is_tensor(b): return b, None
+    if isinstance(b, dict): return b['image'], b.get('label')
+    return b[0], (b[1] if len(b) > 1 else None)
+
+def _collate_one(item):
+    "Collate a single dataset item into a batch of one (so `_split_batch` can read it)."
+    return torch.utils.data.default_collate([item])
+
 # %% ../nbs/11_training.ipynb #9052bb5c
 def _record_class_names(model, dataset, num_classes:int):
     "Put the dataset's class names (`dataset.classes`, as `ImageDataset` has) into an HDiT's config if it has none."
@@ -213,7 +211,7 @@ def _inputs(trainer, x, y, drop, flip):
     return x, cond
 
 # %% ../nbs/11_training.ipynb #2bb0a0ec
-class Trainer(Resumable):
+class Trainer:
     "Train `model` (HDiT or any module with its `forward`) as an EDM denoiser on `dataset` with Accelerate"
     def __init__(self, model:nn.Module, dataset, config:'TrainConfig|None'=None, accelerator=None,
                  callbacks=(), mapping_cond=None, **overrides):
@@ -286,7 +284,9 @@ def smooth_losses(losses, beta:float=0.98) -> list[float]:
 # %% ../nbs/11_training.ipynb #072b03e3
 def plot_losses(losses, ax=None, beta:float=0.98, title:str|None='training loss'):
     "Plot raw and smoothed per-step losses on a log scale; returns the figure."
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, ax = plt.subplots(figsize=(6, 3), dpi=100)
     xs = range(1, len(losses) + 1)
     ax.plot(xs, losses, alpha=0.3, lw=0.8, label='per step')
     ax.plot(xs, smooth_losses(losses, beta), lw=1.5, label='smoothed')
@@ -314,6 +314,7 @@ class _Progress:
         try:
             from fastprogress.fastprogress import NBProgressBar, ConsoleProgressBar
             if _in_notebook():
+                import matplotlib.pyplot as plt
                 from IPython.display import display
                 self.bar = NBProgressBar(range(total - start), leave=True)
                 self.fig, self.ax = plt.subplots(figsize=(6, 2.6), dpi=100)
@@ -396,6 +397,7 @@ def write_outputs(self:Trainer, samples:bool=True):
         grid.save(self.out_dir / 'samples' / f'step_{self.step:07d}.png')
         grid.save(self.out_dir / 'samples.png')
     if self.losses:
+        import matplotlib.pyplot as plt
         fig = plot_losses(self.losses); fig.savefig(self.out_dir / 'loss.png'); plt.close(fig)
 
 # %% ../nbs/11_training.ipynb #b215b480
@@ -430,5 +432,200 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
         finally: prog.close(); getattr(dl, 'end', lambda: None)()
     return self._finish(interrupted)
 
+# %% ../nbs/11_training.ipynb #8e111be0
+@patch
+def _should_stop(self:Trainer, deadline) -> bool:
+    "Whether any process was asked to stop (signal or time budget): all of them stop after the same step."
+    flag = self._stop or (deadline is not None and time.perf_counter() > deadline)
+    acc = self.accelerator
+    if acc.num_processes > 1:   # everyone must stop after the same step
+        flag = bool(acc.gather(torch.tensor([float(flag)], device=acc.device)).max().item())
+    return flag
+
+@patch
+@contextmanager
+def _signals_to_flag(self:Trainer):
+    "Ctrl-C (SIGINT) or SIGTERM ask for a stop at the end of the step; a second one interrupts at once."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    sigs = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, 'SIGTERM') else [])
+    prev = {s: signal.getsignal(s) for s in sigs}
+    def handler(signum, frame):
+        if self._stop: raise KeyboardInterrupt
+        self._stop = True
+        if self.accelerator.is_main_process:
+            name = 'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name
+            print(f'\n{name}: stopping after this step and saving a checkpoint '
+                  '(again to abort without saving)', flush=True)
+    for s in sigs: signal.signal(s, handler)
+    try: yield
+    finally:
+        for s in sigs: signal.signal(s, prev[s])
+
+@patch
+@contextmanager
+def _survive(self:Trainer, start_step:int):
+    "The loop's guard: its own RNG state, signals as a flag, a checkpoint after a hard interrupt."
+    acc = self.accelerator
+    try:
+        cuda = [acc.device.index or 0] if acc.device.type == 'cuda' else []
+        with torch.random.fork_rng(devices=cuda), self._signals_to_flag():
+            yield
+    except KeyboardInterrupt:     # one that bypassed the flag (a second Ctrl-C, or not the main thread)
+        self._save_if_consistent(start_step); raise
+
+@patch
+def _save_if_consistent(self:Trainer, start_step:int):
+    "After a hard interrupt: a checkpoint only if no optimizer update was half done (and there is news)."
+    if self._safe and self.out_dir is not None and self.accelerator.is_main_process \
+            and self.step > start_step:
+        path = write_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer, self._meta())
+        print(f'Interrupted: saved checkpoint {path} at step {self.step}.', flush=True)
+
+# %% ../nbs/11_training.ipynb #b36c058f
+@patch
+def _print(self:Trainer, *args):
+    if self.accelerator.is_main_process: print(*args, flush=True)
+
+@patch
+def _meta(self:Trainer) -> dict:
+    "What `trainer.json` records besides checksums: position, settings, model config, losses, versions."
+    cfg, acc = self.config, self.accelerator
+    return {'samples_seen': self.step * cfg.batch_size, 'global_batch': cfg.batch_size,
+            'world_size': acc.num_processes, 'grad_accum': cfg.grad_accum,
+            'dataset_len': len(self.dataset),
+            'image_shape': list(self.image_shape), 'num_classes': self.num_classes,
+            'train_config': _jsonable(asdict(cfg)), 'model_class': type(self.model).__name__,
+            'model_config': _model_config(self.model),
+            'param_shapes': {k: list(v.shape) for k, v in self.model.state_dict().items()},
+            'rng': {'scheme': 'every draw is a function of (seed, step[, rank]); see hdit_edu.randomness',
+                    'seed': cfg.seed, 'next_step_draw_seed': seed_for(cfg.seed, DRAW_STREAM, self.step),
+                    'next_data_position': self.step * cfg.batch_size},
+            'losses': self.losses, 'wall_time_s': self.wall_time, 'images_per_s': self.images_per_s,
+            'versions': {'torch': torch.__version__, 'hdit_edu': _version()},
+            'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
+
+@patch
+def save_checkpoint(self:Trainer) -> Path|None:
+    "Write a checkpoint of this step to `out_dir` (main process; everyone waits); returns its path."
+    if self.out_dir is None:
+        raise ValueError("this trainer has out_dir=None: nowhere to save a checkpoint")
+    acc, path = self.accelerator, None
+    if acc.is_main_process:
+        path = write_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer, self._meta())
+        prune_checkpoints(self.out_dir, self.config.keep_checkpoints)
+    acc.wait_for_everyone()
+    return path
+
+@patch
+def check_compatible(self:Trainer, meta:dict):
+    "Raise `ConfigMismatchError` naming each setting in which the checkpoint `meta` differs from this run"
+    saved, now = meta.get('train_config', {}), _jsonable(asdict(self.config))
+    saved = {k: saved.get(k, _FIELD_DEFAULTS.get(k)) for k in TRAJECTORY_FIELDS}
+    diffs = [(k, saved[k], now.get(k)) for k in TRAJECTORY_FIELDS if saved[k] != now.get(k)]
+    diffs += [(f'model config {k}', a, b)
+              for k, a, b in config_diffs(meta.get('model_config'), _model_config(self.model))]
+    shapes = {k: list(v.shape) for k, v in self.model.state_dict().items()}
+    if meta.get('param_shapes') != shapes and meta.get('model_config') == _model_config(self.model):
+        diffs.append(('parameter shapes', '...', '...'))
+    if meta.get('dataset_len') != len(self.dataset):
+        diffs.append(('dataset size', meta.get('dataset_len'), len(self.dataset)))
+    if meta.get('image_shape') != list(self.image_shape):
+        diffs.append(('image shape', meta.get('image_shape'), list(self.image_shape)))
+    if diffs:
+        lines = '\n'.join(f'  {k}: checkpoint {a!r}, now {b!r}' for k, a, b in diffs)
+        err = ConfigMismatchError(f"the checkpoint {meta.get('path')} was written by a run with other "
+                                  f"settings:\n{lines}\nResume with the same settings, or train into a "
+                                  "fresh out_dir.")
+        err.diffs, err.meta = diffs, meta
+        raise err
+
+@patch
+def load_checkpoint(self:Trainer, path) -> Path:
+    "Restore weights, EMA, optimizer, step and loss history from the checkpoint at `path`."
+    meta = read_checkpoint(path)
+    self.check_compatible(meta)
+    ck = Path(meta['path'])
+    load_weights(self.model, ck / 'model')
+    load_weights(self.ema, ck / 'ema')
+    self.optimizer.load_state_dict(_unflatten_optimizer(load_file(str(ck / 'optimizer.safetensors')),
+                                                        meta['optimizer_param_groups']))
+    self.step, self.losses = int(meta['step']), list(meta['losses'])
+    self.wall_time = float(meta['wall_time_s'])      # images/s is per session: not restored
+    self._resumed_from = ck
+    return ck
+
+# %% ../nbs/11_training.ipynb #e15f5674
+@patch
+def _resume(self:Trainer, steps:int):
+    "Continue from the newest checkpoint in `out_dir`, if there is one and this trainer has not started."
+    if self.out_dir is None or self.step != 0 or not list_checkpoints(self.out_dir): return
+    if not self.config.resume:
+        raise CheckpointError(f"{self.out_dir} already holds checkpoints and resume=False: choose "
+                              "another out_dir, delete the old run, or resume it.")
+    ck = self.load_checkpoint(self.out_dir)
+    self._print(f'Resuming from checkpoint {ck} at step {self.step} (target: {steps} steps).')
+
+@patch
+def _nothing_to_train(self:Trainer, steps:int) -> bool:
+    "True, after saying so, when the run is already at `steps` (a finished run asked to train again)."
+    if self.step < steps: return False
+    self._print(f'Already at step {self.step} >= {steps}: nothing to train. Pass more steps to continue.')
+    return True
+
+@patch
+def _batch_split(self:Trainer) -> tuple[int, int]:
+    "(micro-batch, this process's rows of it), after checking that the global batch splits evenly."
+    cfg, acc = self.config, self.accelerator
+    B, A, N = cfg.batch_size, cfg.grad_accum, acc.num_processes
+    if B % (A * N):
+        raise ValueError(f"batch_size {B} must be divisible by grad_accum*processes = {A}*{N}: the "
+                         "global batch is split evenly over processes and accumulation steps")
+    return B // A, B // (A * N)
+
+@patch
+def _data_loader(self:Trainer, steps:int, micro:int, per:int):
+    "A prepared loader over stream positions `[step*B, steps*B)`, once the labels are checked."
+    cfg, acc = self.config, self.accelerator
+    if self.num_classes:
+        ys = [_split_batch(_collate_one(self.dataset[i]))[1] for i in range(min(len(self.dataset), 64))]
+        ys = [y[y >= 0] for y in ys if y is not None]           # -1: unlabelled, trained as "no class"
+        try:
+            if ys: check_class_labels(torch.cat(ys), self.num_classes, null_ok=False)
+        except ValueError as e:
+            raise ValueError(f"the dataset's {e} Build the model with num_classes covering every label "
+                             "(the index num_classes is reserved for 'no class').") from None
+    acc.gradient_accumulation_steps, acc.step = cfg.grad_accum, 0
+    B = cfg.batch_size
+    sampler = StreamSampler(len(self.dataset), cfg.seed, self.step * B, (steps - self.step) * B)
+    dl = DataLoader(self.dataset, batch_size=micro if acc.split_batches else per, drop_last=True,
+                    sampler=sampler, num_workers=cfg.num_workers)
+    return acc.prepare(dl)
+
+@patch
+def _periodic_outputs(self:Trainer):
+    "A checkpoint every `checkpoint_every` steps and a sample grid every `sample_every` steps."
+    cfg = self.config
+    if self.out_dir is None: return
+    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0: self.save_checkpoint()
+    if cfg.sample_every and self.step % cfg.sample_every == 0:
+        self.write_outputs(); self.accelerator.wait_for_everyone()
+
+@patch
+def _finish(self:Trainer, interrupted:bool):
+    "After the loop: a checkpoint, then re-raise an interrupt, or write samples, real images, loss curve."
+    if self.out_dir is None:
+        if interrupted: raise KeyboardInterrupt
+        return self
+    path = self.save_checkpoint()
+    if interrupted:
+        self._print(f'Interrupted: saved checkpoint {path} at step {self.step}. Run again to resume.')
+        raise KeyboardInterrupt
+    self.write_outputs(); self.accelerator.wait_for_everyone()
+    what = 'samples, real images and loss curve' if self.config.sample_n else 'loss curve'
+    self._print(f'Step {self.step}: checkpoint {path}; {what} in {self.out_dir}.')
+    return self
+
 # %% ../nbs/11_training.ipynb #fdcdb4cf
-del _train_step, sample, real_images, write_outputs, fit   # @patch leaves these names bound to None
+del (_train_step, sample, real_images, write_outputs, fit,    # @patch leaves these names bound to None
+     _should_stop, _signals_to_flag, _survive, _save_if_consistent, _print, _meta, save_checkpoint, check_compatible,
+     load_checkpoint, _resume, _nothing_to_train, _batch_split, _data_loader, _periodic_outputs, _finish)

@@ -1,58 +1,81 @@
-"""The checkpoint module (appendix_checkpoints): exact-resume randomness, re-exports from hdit_edu.training, and an
-import graph without cycles (checkpoint never imports training at module level)."""
-import json
+"""The checkpoint and randomness modules (appendix_checkpoints, appendix_randomness): exact-resume randomness, checkpoint
+files, and one home per name: the Trainer is one class in hdit_edu.training, checkpoint never imports training, and
+randomness needs nothing but torch."""
+import ast, json
 from pathlib import Path
 
 import pytest
 import torch
 
 import hdit_edu.checkpoint as checkpoint
+import hdit_edu.randomness as randomness
 import hdit_edu.training as training
 from hdit_edu.diffusion import sigma_sampler
 
-# Public names hdit_edu.training offered before the checkpoint code moved out; every one must stay importable there.
-BEFORE = ['CHECKPOINT_FORMAT', 'CheckpointError', 'ConfigMismatchError', 'DATA_STREAM', 'DRAW_STREAM',
-          'GLOBAL_STREAM', 'StreamSampler', 'TRAJECTORY_FIELDS', 'TrainConfig', 'Trainer', 'auto_threads',
-          'checkpoint_sigma_data', 'config_diffs', 'cpu_threads', 'ema_decay', 'ema_update', 'find_checkpoint',
-          'list_checkpoints', 'load_checkpoint_model', 'load_weights', 'make_optimizer', 'param_groups',
-          'plot_losses', 'prune_checkpoints', 'read_checkpoint', 'save_weights', 'seed_for', 'small_hdit_config',
-          'smooth_losses', 'step_generator', 'write_checkpoint', 'load_pretrained', 'load_model', 'save_model',
-          'HDiT', 'HDiTConfig', 'LevelConfig', 'image_grid', 'sample_images', 'Denoiser', 'sigma_sampler']
+HOMES = {randomness: ['seed_for', 'step_generator', 'step_draws', 'DATA_STREAM', 'DRAW_STREAM', 'GLOBAL_STREAM',
+                      'StreamSampler'],
+         checkpoint: ['CHECKPOINT_FORMAT', 'CheckpointError', 'ConfigMismatchError', 'TRAJECTORY_FIELDS',
+                      'save_weights', 'load_weights', 'list_checkpoints', 'find_checkpoint', 'read_checkpoint',
+                      'write_checkpoint', 'prune_checkpoints', 'config_diffs', 'make_accelerator',
+                      'load_checkpoint_model', 'checkpoint_sigma_data'],
+         training: ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor',
+                    'TrainConfig', 'Trainer', 'smooth_losses', 'plot_losses']}
 
 
-@pytest.mark.parametrize('name', BEFORE)
-def test_every_old_name_is_still_importable_from_training(name):
-    assert getattr(training, name) is not None
+def _imports(mod, top_level_only=False):
+    "The modules `mod` imports (relative imports resolved to `hdit_edu.x`), at the top level or anywhere."
+    tree = ast.parse(Path(mod.__file__).read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out = []
+    for n in nodes:
+        if isinstance(n, ast.ImportFrom): out.append(('hdit_edu.' if n.level else '') + (n.module or ''))
+        elif isinstance(n, ast.Import): out += [a.name for a in n.names]
+    return out
 
 
-def test_moved_names_are_the_same_objects():
-    for name in ['StreamSampler', 'CheckpointError', 'read_checkpoint', 'write_checkpoint', 'seed_for',
-                 'load_checkpoint_model', 'TRAJECTORY_FIELDS']:
-        assert getattr(training, name) is getattr(checkpoint, name), name
-    assert issubclass(training.Trainer, checkpoint.Resumable)
+@pytest.mark.parametrize('mod', list(HOMES), ids=lambda m: m.__name__)
+def test_every_name_lives_in_its_home(mod):
+    assert sorted(mod.__all__) == sorted(HOMES[mod])
+    for name in HOMES[mod]:
+        obj = getattr(mod, name)
+        assert getattr(obj, '__module__', mod.__name__) == mod.__name__, name
 
 
-def test_no_public_attribute_is_a_patch_leftover():
-    for mod in (training, checkpoint):
+def test_trainer_is_one_class_with_its_own_methods():
+    assert training.Trainer.__mro__ == (training.Trainer, object)
+    for name in ['fit', 'save_checkpoint', 'load_checkpoint', 'check_compatible', '_meta', '_should_stop',
+                 '_signals_to_flag', '_survive', '_save_if_consistent', '_resume', '_nothing_to_train', '_batch_split',
+                 '_data_loader', '_periodic_outputs', '_finish', 'write_outputs', 'sample', 'real_images']:
+        assert name in vars(training.Trainer), name
+    assert not [k for k, v in vars(checkpoint).items() if isinstance(v, type) and v.__module__ == checkpoint.__name__
+                and not issubclass(v, Exception)]                  # checkpoint: functions over files, no mixins
+
+
+def test_no_attribute_is_a_patch_leftover():
+    for mod in (training, checkpoint, randomness):
         assert not [k for k, v in vars(mod).items() if v is None and not k.startswith('__')], mod.__name__
 
 
-def test_checkpoint_does_not_import_training_at_module_level():
-    "training imports checkpoint; the other way round would be an import cycle."
-    import ast
-    tree = ast.parse(Path(checkpoint.__file__).read_text())
-    mods = [n.module or '' for n in tree.body if isinstance(n, ast.ImportFrom)]
-    mods += [a.name for n in tree.body if isinstance(n, ast.Import) for a in n.names]
-    assert not [m for m in mods if m.endswith('training')], mods
+def test_imports_follow_the_layers():
+    "training imports checkpoint, never the other way round (also not inside functions); randomness needs only torch."
+    assert not [m for m in _imports(checkpoint) if m.endswith('training')]
+    assert 'hdit_edu.checkpoint' in _imports(training, top_level_only=True)
+    assert {m.split('.')[0] for m in _imports(randomness)} <= {'__future__', 'torch'}
+
+
+@pytest.mark.parametrize('mod', [training, checkpoint, randomness], ids=lambda m: m.__name__)
+def test_heavy_libraries_are_imported_where_they_are_needed(mod):
+    heavy = {'matplotlib', 'accelerate', 'datasets', 'pandas', 'pyarrow', 'ipywidgets'}
+    assert not [m for m in _imports(mod, top_level_only=True) if m.split('.')[0] in heavy]
 
 
 def test_step_draws_are_a_pure_function_of_seed_and_step():
     sig = sigma_sampler('log-normal')
-    a = checkpoint.step_draws(3, 7, 8, (3, 4, 4), sig, 0.5)
+    a = randomness.step_draws(3, 7, 8, (3, 4, 4), sig, 0.5)
     torch.randn(100)                                       # hidden global state moves on ...
-    b = checkpoint.step_draws(3, 7, 8, (3, 4, 4), sig, 0.5)
+    b = randomness.step_draws(3, 7, 8, (3, 4, 4), sig, 0.5)
     assert all(torch.equal(u, v) for u, v in zip(a, b))    # ... the draws do not
-    c = checkpoint.step_draws(3, 8, 8, (3, 4, 4), sig, 0.5)
+    c = randomness.step_draws(3, 8, 8, (3, 4, 4), sig, 0.5)
     assert not torch.equal(a[3], c[3])
     sigma, drop, flip, noise = a
     assert sigma.shape == drop.shape == flip.shape == (8,) and noise.shape == (8, 3, 4, 4)
@@ -62,11 +85,17 @@ def test_step_draws_are_a_pure_function_of_seed_and_step():
 def test_step_draws_follow_the_step_generator_order():
     "The documented order: noise levels, dropout mask, flips, noise, all from `step_generator(seed, step)`."
     sig = sigma_sampler('log-normal')
-    g = checkpoint.step_generator(1, 2)
+    g = randomness.step_generator(1, 2)
     want = (sig(4, generator=g), torch.rand(4, generator=g) < 0.1, torch.rand(4, generator=g) < 0.5,
             torch.randn((4, 3, 2, 2), generator=g))
-    got = checkpoint.step_draws(1, 2, 4, (3, 2, 2), sig, 0.1)
+    got = randomness.step_draws(1, 2, 4, (3, 2, 2), sig, 0.1)
     assert all(torch.equal(u, v) for u, v in zip(got, want))
+
+
+def test_stream_sampler_resumes_mid_epoch():
+    whole = list(randomness.StreamSampler(10, seed=4, length=25))
+    assert list(randomness.StreamSampler(10, seed=4, start=13, length=12)) == whole[13:]
+    assert sorted(whole[:10]) == list(range(10)) and whole[:10] != whole[10:20]
 
 
 def test_train_config_splits_trajectory_from_session_settings():

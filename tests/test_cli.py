@@ -8,7 +8,7 @@ import torch
 
 import hdit_edu.cli as cli
 from hdit_edu.cli import build_parser, main
-from hdit_edu.training import read_checkpoint
+from hdit_edu.checkpoint import read_checkpoint
 
 TINY = ['--size', '16', '--limit', '32', '--width', '32', '--depths', '1', '1', '--batch-size', '8', '--quiet',
         '--threads', '1']

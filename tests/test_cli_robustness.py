@@ -10,7 +10,7 @@ from safetensors import SafetensorError
 
 import hdit_edu
 from hdit_edu.cli_internals import _cpu_count
-from hdit_edu.training import read_checkpoint, list_checkpoints
+from hdit_edu.checkpoint import read_checkpoint, list_checkpoints
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from cli_util import run_cli, one_line_error  # noqa: E402

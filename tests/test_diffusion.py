@@ -6,7 +6,8 @@ from torch import nn
 from hdit_edu.diffusion import (Denoiser, edm_scalings, denoised_space_weight, soft_min_snr, LOSS_WEIGHTINGS,
                                 rand_log_normal, rand_cosine_interpolated, cosine_interpolated_sigma, sigma_sampler)
 
-from hdit_edu.model import HDiT, load_reference   # the k-diffusion oracle ships in hdit_edu/reference/
+from hdit_edu.model_files import from_k_diffusion
+from hdit_edu.model_files import load_reference
 
 
 def _bc(t): return t[:, None, None, None]
@@ -43,7 +44,7 @@ def test_denoiser_matches_k_diffusion_given_the_network_output(ref):
 
 def test_hdit_in_denoiser_matches_k_diffusion(ref):
     "Our HDiT with the reference weights inside our Denoiser reproduces k-diffusion's denoised image and loss."
-    model = HDiT.from_k_diffusion(ref['config'], ref['state_dict']).eval()
+    model = from_k_diffusion(ref['config'], ref['state_dict']).eval()
     den = Denoiser(model, sigma_data=ref['config']['model']['sigma_data'], weighting='soft-min-snr')
     x, noise, sigma, cc = ref['x'], ref['noise'], ref['sigma'], ref['cond_class_cond']
     with torch.no_grad():

@@ -14,7 +14,7 @@ STEPS = 4   # few steps: each test takes a second or two on one CPU thread
 
 @pytest.fixture(scope='module')
 def den():
-    from hdit_edu.model import load_pretrained
+    from hdit_edu.model_files import load_pretrained
     from hdit_edu.diffusion import Denoiser
     torch.set_num_threads(1)
     return Denoiser(load_pretrained('openmoji64'))

@@ -4,13 +4,11 @@ not used, and the CPU thread helper (hdit_edu.fast_attention)."""
 import itertools, sys, warnings
 import pytest
 import torch
-from hdit_edu import neighborhood as nb
 from hdit_edu import fast_attention as fa
-from hdit_edu.neighborhood import (na2d, na2d_dense, na2d_weights, na2d_key_index, na2d_attention_map,
-                                   neighborhood_mask, window_indices, shifted_window_attention,
-                                   shifted_window_mask, set_backend, describe_backend, na_mask_mod, na_block_mask,
-                                   BACKENDS, use_backend, na_context)
-from hdit_edu.fast_attention import cpu_threads, auto_threads
+from hdit_edu.neighborhood import (na2d_dense, na2d_weights, na2d_key_index, na2d_attention_map,
+                                   neighborhood_mask, window_indices, shifted_window_attention, shifted_window_mask)
+from hdit_edu.fast_attention import (na2d, set_backend, describe_backend, na_mask_mod, na_block_mask, BACKENDS,
+                                     use_backend, na_context)
 
 
 @pytest.fixture(autouse=True)
@@ -359,14 +357,6 @@ def test_shifted_window_never_attends_across_the_seam():
         assert moved == (r < 2), r                           # shift 2: window rows 0-1 for query row 0
 
 
-def test_shifted_window_matches_blocks_mask():
-    "Same convention as hdit_edu.blocks (the model's shifted-window block), where that module exists."
-    blocks = pytest.importorskip('hdit_edu.blocks')
-    if not hasattr(blocks, 'shifted_window_mask'): pytest.skip('hdit_edu.blocks has no shifted_window_mask')
-    for h, w, ws, s in [(8, 12, 4, 2), (8, 8, 4, 1), (16, 8, 8, 4)]:
-        assert torch.equal(blocks.shifted_window_mask(h, w, ws, s), shifted_window_mask(h, w, ws, s))
-
-
 def test_shifted_window_low_precision_and_errors():
     q, k, v = _qkv((1, 8, 8, 2, 8))
     ref = shifted_window_attention(q, k, v, 4, shift=2)
@@ -385,7 +375,7 @@ def test_shifted_window_low_precision_and_errors():
 def test_cpu_choice_by_size():
     "On CPU, 'auto' runs one masked SDPA up to dense_max_tokens tokens and the tiled SDPA above."
     small, large = torch.randn(1, 10, 10, 1, 4), torch.randn(1, 10, 11, 1, 4)
-    assert na_context.dense_max_tokens == nb.DENSE_MAX_TOKENS == 256
+    assert na_context.dense_max_tokens == fa.DENSE_MAX_TOKENS == 256
     assert fa._choose_backend(torch.randn(1, 16, 16, 1, 4), small, small, 'auto') == 'dense'
     assert fa._choose_backend(torch.randn(1, 16, 17, 1, 4), small, small, 'auto') == 'tiled'
     with use_backend(dense_max_tokens=100):
@@ -551,7 +541,7 @@ def test_auto_choice_with_faked_capabilities(monkeypatch, natten_ok, flex_ok, ex
     assert fa._choose_backend(x, x, x, 'torch') == 'tiled'      # 'torch' never leaves pure PyTorch
     assert fa._choose_backend(small, small, small, 'auto') == ('natten' if natten_ok else 'dense')  # no flex
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    monkeypatch.setattr(fa, '_probe', lambda dev: torch.empty(1, 8, 8, 1, 64, device='meta'))   # no GPU here
+    monkeypatch.setattr(fa, '_probe', lambda dev: torch.empty(1, 24, 24, 1, 64, device='meta'))   # no GPU here
     msg = describe_backend('cuda')
     assert msg.startswith('neighborhood attention: ') and ' on cuda' in msg and '\n' not in msg
     assert {'natten': "NATTEN's fused kernels", 'flex': 'flex_attention (compiled; one masked SDPA up to',
@@ -583,7 +573,7 @@ def test_describe_backend():
 
 def test_set_backend_accepts_every_backend():
     try:
-        for be in BACKENDS: set_backend(be); assert nb.BACKEND == na_context.backend == be
+        for be in BACKENDS: set_backend(be); assert na_context.backend == be
     finally: set_backend('auto')
     with pytest.raises(ValueError, match="backend must be one of 'auto', 'torch', 'gather'"): set_backend('fast')
 
@@ -666,12 +656,12 @@ def test_na2d_on_the_meta_device(backend):
 
 def test_context_reset_and_scoped_settings():
     assert (na_context.backend, na_context.dense_max_tokens, na_context.cpu_tile, na_context.cpu_block_bytes) == (
-        'auto', nb.DENSE_MAX_TOKENS, nb.CPU_TILE, nb.CPU_BLOCK_BYTES)
+        'auto', fa.DENSE_MAX_TOKENS, fa.CPU_TILE, fa.CPU_BLOCK_BYTES)
     with pytest.raises(RuntimeError):
         with use_backend('dense', cpu_tile=4) as ctx:
             assert ctx is na_context and (ctx.backend, ctx.cpu_tile) == ('dense', 4)
             raise RuntimeError('boom')
-    assert (na_context.backend, na_context.cpu_tile) == ('auto', nb.CPU_TILE)     # restored after the error
+    assert (na_context.backend, na_context.cpu_tile) == ('auto', fa.CPU_TILE)     # restored after the error
     na_context.update(backend='gather', cpu_block_bytes=1, dense_max_tokens=0)
     na_context.reset()
     assert na_context == fa.NAContext()
@@ -683,79 +673,15 @@ def test_context_reset_and_scoped_settings():
     assert na_context == fa.NAContext()
 
 
-def test_lazy_reexports_from_neighborhood():
-    "Everything neighborhood exported before the split still imports from it (and is the appendix's object)."
-    from hdit_edu import explorer_widget as ew
-    for name in ('na2d', 'set_backend', 'describe_backend', 'na_mask_mod', 'block_mask_kinds', 'na_block_mask',
-                 'BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES'):
-        assert getattr(nb, name) is getattr(fa, name), name
-    for name in ('AttentionExplorer', 'attended_keys', 'hourglass_token_sizes', 'ATTENTION_KINDS'):
-        assert getattr(nb, name) is getattr(ew, name), name
-    with use_backend('tiled'): assert nb.BACKEND == 'tiled'
-    with pytest.raises(AttributeError, match='no attribute'): nb.not_a_name
-    assert all(hasattr(nb, n) for n in nb.__all__)
-    assert all(getattr(ew, n) is not None for n in ew.__all__) and getattr(ew, 'set', set) is set
+def test_settings_are_checked_when_assigned():
+    "Assigning a setting goes through the same check as `update`: no silent bad backend or tile size."
+    with pytest.raises(ValueError, match="backend must be one of 'auto'"): na_context.backend = 'fast'
+    with pytest.raises(ValueError, match='cpu_tile must be an int >= 1, got 0'): na_context.cpu_tile = 0
+    with pytest.raises(ValueError, match="unknown setting 'tile'"): na_context.update(tile=3)
+    assert (na_context.backend, na_context.cpu_tile) == ('auto', fa.CPU_TILE)
 
 
-# ---- CPU threads (hdit_edu.fast_attention) ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def startup_threads(monkeypatch):
-    "PyTorch at its start-up thread count with no OMP_NUM_THREADS: the case where cpu_threads() may choose."
-    old = torch.get_num_threads()
-    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
-    torch.set_num_threads(fa._STARTUP_THREADS)
-    yield fa._STARTUP_THREADS
-    torch.set_num_threads(old)
-
-
-def test_auto_threads_counts_free_cores(monkeypatch):
-    monkeypatch.setattr(fa.os, 'cpu_count', lambda: 8)
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(4)
-        for load, want in [(0.0, 4), (5.2, 3), (7.9, 1), (30.0, 1)]:
-            monkeypatch.setattr(fa.os, 'getloadavg', lambda load=load: (load, load, load))
-            assert auto_threads() == want, load
-        def no_loadavg(): raise OSError('no load average')
-        monkeypatch.setattr(fa.os, 'getloadavg', no_loadavg)
-        assert auto_threads() == 4                  # keep PyTorch's count
-    finally: torch.set_num_threads(old)
-
-
-def test_cpu_threads_explicit_sets_and_restores():
-    old = torch.get_num_threads()
-    target = 2 if old != 2 else 1
-    with cpu_threads(target) as n:
-        assert n == target and torch.get_num_threads() == target
-    assert torch.get_num_threads() == old
-    with pytest.raises(RuntimeError):               # restored also when the block raises
-        with cpu_threads(target): raise RuntimeError('boom')
-    assert torch.get_num_threads() == old
-    with pytest.raises(ValueError, match='>= 1'):
-        with cpu_threads(0): pass
-
-
-def test_cpu_threads_auto_at_startup_default(startup_threads, monkeypatch):
-    monkeypatch.setattr(fa, 'auto_threads', lambda: startup_threads + 1)
-    with cpu_threads() as n:
-        assert n == startup_threads + 1 == torch.get_num_threads()
-        with cpu_threads() as inner: assert inner == n   # nested: the outer choice stands
-    assert torch.get_num_threads() == startup_threads
-
-    @cpu_threads()
-    def work(): return torch.get_num_threads()
-    assert work() == startup_threads + 1 and torch.get_num_threads() == startup_threads
-
-
-def test_cpu_threads_respects_the_users_choice(startup_threads, monkeypatch):
-    monkeypatch.setattr(fa, 'auto_threads', lambda: startup_threads + 1)
-    monkeypatch.setenv('OMP_NUM_THREADS', str(startup_threads))
-    with cpu_threads() as n: assert n == startup_threads == torch.get_num_threads()
-    monkeypatch.delenv('OMP_NUM_THREADS')
-    torch.set_num_threads(startup_threads + 2)      # chosen with torch.set_num_threads: left alone
-    with cpu_threads() as n: assert n == startup_threads + 2 == torch.get_num_threads()
-    torch.set_num_threads(startup_threads)
-    with cpu_threads(device='cuda') as n: assert n == startup_threads == torch.get_num_threads()
-    with cpu_threads(device='cpu') as n: assert n == startup_threads + 1
+def test_describe_backend_asks_the_chooser(monkeypatch):
+    "The line names what `_choose_backend` picks for a large map: faking the chooser changes the line."
+    monkeypatch.setattr(fa, '_choose_backend', lambda q, k, v, backend: 'gather')
+    assert describe_backend('cpu').startswith('neighborhood attention: the pure-PyTorch gather loop on cpu')

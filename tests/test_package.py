@@ -6,7 +6,7 @@ import hdit_edu
 def test_top_level_names():
     assert hdit_edu.__doc__ and 'HDiT' in hdit_edu.__doc__
     for name in hdit_edu.__all__: assert callable(getattr(hdit_edu, name)), name
-    from hdit_edu.model import load_pretrained
+    from hdit_edu.model_files import load_pretrained
     assert hdit_edu.load_pretrained is load_pretrained
 
 

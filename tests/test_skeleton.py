@@ -17,7 +17,7 @@ def test_every_module_imports_without_natten():
                 if name == 'natten' or name.startswith('natten.'): raise ModuleNotFoundError("No module named 'natten'")
         sys.meta_path.insert(0, HideNatten())
         for name in {names!r}: importlib.import_module('hdit_edu.' + name)
-        from hdit_edu.neighborhood import na2d
+        from hdit_edu.fast_attention import na2d
         import torch
         q = torch.randn(1, 8, 8, 2, 4)
         assert na2d(q, q, q, 3).shape == q.shape

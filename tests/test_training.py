@@ -9,8 +9,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from mp_train import TinyConfig, TinyNet, make_trainer  # noqa: E402
 
-from hdit_edu.training import (CheckpointError, ConfigMismatchError, Trainer, TrainConfig, ema_decay, list_checkpoints,
-                               read_checkpoint, make_optimizer, StreamSampler)
+from hdit_edu.training import Trainer, TrainConfig, ema_decay, make_optimizer
+from hdit_edu.checkpoint import CheckpointError, ConfigMismatchError, list_checkpoints, read_checkpoint
+from hdit_edu.randomness import StreamSampler
 import hdit_edu.training as training
 import hdit_edu.checkpoint as checkpoint
 
@@ -137,7 +138,7 @@ def test_minutes_zero_means_no_limit(tmp_path):
 
 
 def test_checkpoints_folder_names_the_newest_checkpoint(tmp_path):
-    from hdit_edu.training import find_checkpoint
+    from hdit_edu.checkpoint import find_checkpoint
     make_trainer(tmp_path, steps=4, checkpoint_every=2).fit()
     assert find_checkpoint(tmp_path / 'checkpoints') == tmp_path / 'checkpoints' / 'step_0000004'
     assert read_checkpoint(tmp_path / 'checkpoints')['step'] == 4
@@ -209,8 +210,7 @@ def test_bad_settings_are_refused():
 def test_a_small_real_run_learns(tmp_path):
     "A tiny HDiT on 16 px OpenMoji for 100 steps (< 60 s): the loss clearly falls and samples, curve, grids are written."
     from hdit_edu.data import ImageDataset, openmoji_dataset
-    from hdit_edu.model import HDiT
-    from hdit_edu.training import small_hdit_config
+    from hdit_edu.model import HDiT, small_hdit_config
     ds = ImageDataset(openmoji_dataset(size=16, limit=128), 16, hflip=False)
     torch.manual_seed(0)
     model = HDiT(small_hdit_config(16, num_classes=ds.num_classes, width=32, depths=(1, 2)))
@@ -228,8 +228,8 @@ def test_pretrained_openmoji64_is_a_trained_denoiser():
     "The shipped model loads in one line, fits in 25 MB, and denoises real OpenMoji images far better than chance."
     from hdit_edu.data import ImageDataset, openmoji_dataset
     from hdit_edu.diffusion import Denoiser
-    from hdit_edu.model import PRETRAINED_DIR, load_pretrained
-    from hdit_edu.training import small_hdit_config
+    from hdit_edu.model_files import PRETRAINED_DIR, load_pretrained
+    from hdit_edu.model import small_hdit_config
     assert (PRETRAINED_DIR / 'openmoji64.safetensors').stat().st_size < 25 * 2**20
     m = load_pretrained('openmoji64')
     assert m.config == small_hdit_config(64, num_classes=3, attention='neighborhood') and m.num_classes == 3   # the paper's local attention
@@ -275,8 +275,8 @@ def test_fit_runs_under_cpu_threads_and_restores_them(tmp_path, monkeypatch):
     before = torch.get_num_threads()
     make_trainer(tmp_path, steps=1).fit()
     assert len(seen) == 1 and torch.get_num_threads() == before
-    from hdit_edu.fast_attention import auto_threads
-    assert training.auto_threads is auto_threads
+    from hdit_edu.threads import cpu_threads
+    assert real is cpu_threads                                  # the one from hdit_edu.threads, not a copy
 
 
 def test_progress_without_a_terminal_prints_lines_with_eta(tmp_path, capsys):
@@ -296,7 +296,7 @@ def test_labels_outside_the_model_are_refused_at_the_data_loader(tmp_path):
 def test_class_names_travel_in_checkpoints(tmp_path):
     "A folder data set's class names go into the model config, the checkpoint and the loaded model."
     from hdit_edu.model import HDiT, HDiTConfig
-    from hdit_edu.training import load_checkpoint_model
+    from hdit_edu.checkpoint import load_checkpoint_model
     class Named(torch.utils.data.Dataset):
         classes = ['apples', 'pears']
         def __len__(self): return 8

@@ -5,8 +5,8 @@ import pytest
 import torch
 pytest.importorskip('ipywidgets')
 from hdit_edu.diffusion import Denoiser
-from hdit_edu.sampling import TrajectoryViewer, GaussianMixtureDenoiser, sample, get_sigmas_karras, _display_image
-from hdit_edu.trajectory_widget import toy_emoji_denoiser, open_denoiser
+from hdit_edu.sampling import GaussianMixtureDenoiser, sample, get_sigmas_karras, _display_image
+from hdit_edu.trajectory_widget import TrajectoryViewer, toy_emoji_denoiser, open_denoiser
 
 
 @pytest.fixture(scope='module')
@@ -79,7 +79,8 @@ def test_errors(toy):
     with pytest.raises(IndexError): v.show_step(4)
 
 
-def _small_hdit(model_mod, num_classes=3):
+def _small_hdit(num_classes=3):
+    model_mod = pytest.importorskip('hdit_edu.model')
     torch.manual_seed(0)
     cfg = model_mod.HDiTConfig(levels=[dict(depth=1, width=32, attention='neighborhood', d_head=16, kernel_size=3),
                                        dict(depth=1, width=64, attention='global', d_head=16)],
@@ -91,14 +92,14 @@ def _small_hdit(model_mod, num_classes=3):
 
 
 def test_default_uses_pretrained_and_falls_back_with_a_message(monkeypatch):
-    model_mod = pytest.importorskip('hdit_edu.model')
+    files = pytest.importorskip('hdit_edu.model_files')
     def missing(*a, **k): raise FileNotFoundError("pretrained model 'openmoji64' is not included")
-    monkeypatch.setattr(model_mod, 'load_pretrained', missing)
+    monkeypatch.setattr(files, 'load_pretrained', missing)
     with pytest.warns(UserWarning, match='no pretrained model.*toy'):
         v = TrajectoryViewer(steps=3)
     assert isinstance(v.denoiser, GaussianMixtureDenoiser) and 'toy' in v.source
-    m = _small_hdit(model_mod)
-    monkeypatch.setattr(model_mod, 'load_pretrained', lambda *a, **k: m)
+    m = _small_hdit()
+    monkeypatch.setattr(files, 'load_pretrained', lambda *a, **k: m)
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         v = TrajectoryViewer(steps=3)
@@ -107,17 +108,16 @@ def test_default_uses_pretrained_and_falls_back_with_a_message(monkeypatch):
 
 
 def test_hdit_and_checkpoint(tmp_path):
-    model_mod = pytest.importorskip('hdit_edu.model')
-    m = _small_hdit(model_mod)
+    files = pytest.importorskip('hdit_edu.model_files')
+    m = _small_hdit()
     v = TrajectoryViewer(Denoiser(m), steps=4, class_cond=1, cfg_scale=2.)
     assert torch.equal(v.frames[-1][0], _reference(v))
     v.widget; v.slider.value = 2
     assert v.current['step'] == 2
-    if hasattr(model_mod, 'save_model'):
-        model_mod.save_model(m, tmp_path / 'tiny')
-        path = next(p for p in tmp_path.iterdir() if p.suffix == '.safetensors')
-        v2 = TrajectoryViewer(checkpoint=path, steps=4, class_cond=1, cfg_scale=2.)
-        torch.testing.assert_close(v2.frames[-1][0], v.frames[-1][0])
+    files.save_model(m, tmp_path / 'tiny')
+    path = next(p for p in tmp_path.iterdir() if p.suffix == '.safetensors')
+    v2 = TrajectoryViewer(checkpoint=path, steps=4, class_cond=1, cfg_scale=2.)
+    torch.testing.assert_close(v2.frames[-1][0], v.frames[-1][0])
 
 
 def test_set_from_code_updates_the_controls_and_samples_once(toy, monkeypatch):
@@ -152,37 +152,35 @@ def test_display_bundle_carries_a_static_picture(toy):
 
 
 def test_default_denoiser_puts_the_model_on_the_device(monkeypatch):
-    model_mod = pytest.importorskip('hdit_edu.model')
+    files = pytest.importorskip('hdit_edu.model_files')
     from hdit_edu.trajectory_widget import default_denoiser
     seen = {}
-    m = _small_hdit(model_mod)
+    m = _small_hdit()
     def fake(name, map_location='cpu'): seen.update(name=name, device=map_location); return m.to(map_location)
-    monkeypatch.setattr(model_mod, 'load_pretrained', fake)
+    monkeypatch.setattr(files, 'load_pretrained', fake)
     den, source = default_denoiser('cpu')
     assert seen == dict(name='openmoji64', device=torch.device('cpu')) and source == 'pretrained openmoji64'
     assert isinstance(den, Denoiser) and den.model is m and m.class_names == ['faces', 'nature', 'food']
 
 
-def test_names_that_moved_to_the_appendix_stay_importable_from_sampling():
+def test_the_viewer_lives_whole_in_trajectory_widget():
+    "No @patch leftovers bound to None; sampling (below the viewer) never imports it, nor matplotlib or ipywidgets."
     import hdit_edu.sampling as s, hdit_edu.trajectory_widget as tw
-    for name in ['TOY_EMOJI', 'PRETRAINED_CLASS_NAMES', 'toy_emoji_denoiser', 'default_denoiser', '_toy_emoji', '_png']:
-        assert getattr(s, name) is getattr(tw, name), name
-    from hdit_edu.sampling import toy_emoji_denoiser as old, default_denoiser  # noqa: F401  (the old import lines)
-    assert old is toy_emoji_denoiser and {'toy_emoji_denoiser', 'default_denoiser'} <= set(s.__all__)
-    with pytest.raises(AttributeError, match='no_such_name'): s.no_such_name
+    assert TrajectoryViewer.__module__ == 'hdit_edu.trajectory_widget' and not hasattr(s, 'TrajectoryViewer')
     for m in ['run', 'plot_strip', 'set', 'show_step', 'current', 'widget', 'frame_figure', '_repr_mimebundle_']:
-        assert hasattr(TrajectoryViewer, m), m                  # importing sampling is enough for the widget
-    for mod in (s, tw):                                         # no @patch leftovers bound to None
-        assert not [k for k, v in vars(mod).items() if v is None and not k.startswith('__')], mod.__name__
+        assert hasattr(TrajectoryViewer, m), m
+    for mod in (s, tw): assert not [k for k, v in vars(mod).items() if v is None], mod.__name__
 
 
-def test_either_module_can_be_imported_first():
-    import subprocess, sys
-    for first in ('hdit_edu.trajectory_widget', 'hdit_edu.sampling'):
-        code = (f"import {first}; from hdit_edu.sampling import TrajectoryViewer, toy_emoji_denoiser; "
-                "assert hasattr(TrajectoryViewer, 'widget') and callable(toy_emoji_denoiser); print('ok')")
-        r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
-        assert r.stdout.strip() == 'ok', (first, r.stderr[-2000:])
+def test_sampling_does_not_import_the_viewer():
+    "sampling sits below trajectory_widget: no import of it (not even inside a function), no module __getattr__."
+    import ast, inspect, hdit_edu.sampling as s
+    names = set()
+    for node in ast.walk(ast.parse(inspect.getsource(s))):
+        if isinstance(node, ast.ImportFrom): names |= {node.module or ''} | {a.name for a in node.names}
+        elif isinstance(node, ast.Import): names |= {a.name for a in node.names}
+    assert not [n for n in names if 'trajectory_widget' in n or 'ipywidgets' in n or 'matplotlib' in n], names
+    assert not hasattr(s, '__getattr__')
 
 
 def test_open_denoiser(toy):

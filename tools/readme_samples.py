@@ -5,7 +5,7 @@
 Both: DPM++(3M) SDE, 50 steps, seed 0. Usage: `python tools/readme_samples.py [--weights path.safetensors]`.
 """
 import argparse, torch
-from hdit_edu.model import load_pretrained, load_model
+from hdit_edu.model_files import load_pretrained, load_model
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.sampling import sample
 from hdit_edu.data import image_grid

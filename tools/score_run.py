@@ -10,8 +10,8 @@ from pathlib import Path
 from hdit_edu.diffusion import Denoiser
 from hdit_edu.sampling import sample
 from hdit_edu.quality import openmoji_halves, openmoji_score
-from hdit_edu.model import load_pretrained, pretrained_models
-from hdit_edu.training import list_checkpoints, load_checkpoint_model
+from hdit_edu.model_files import load_pretrained, pretrained_models
+from hdit_edu.checkpoint import list_checkpoints, load_checkpoint_model
 
 def score(model, size, labels, steps=50, seed=0):
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from hdit_edu.data import openmoji_text_dataset, pil_to_tensor, image_grid
 from hdit_edu.sampling import sample
 from hdit_edu.quality import extract_features, frechet_distance
 from hdit_edu.prompts import prompt_accuracy
-from hdit_edu.training import load_checkpoint_model, list_checkpoints, read_checkpoint
+from hdit_edu.checkpoint import load_checkpoint_model, list_checkpoints, read_checkpoint
 from hdit_edu.flops import count_flops
 
 RESULTS = Path(__file__).resolve().parents[1] / 'nbs' / 'results' / 'text_to_emoji.json'

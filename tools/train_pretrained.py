@@ -3,12 +3,14 @@
 It continues from the earlier shifted-window `openmoji64` weights (the attention type changes no parameter shapes,
 so every weight carries over), then trains with the package's `Trainer` on OpenMoji at 64 px (faces, nature, food).
 Usage: `python tools/train_pretrained.py --init path/to/old.safetensors --out runs/openmoji64-na --minutes 120`.
-Run the same command again to resume. Export the EMA weights with `hdit_edu.model.save_model`.
+Run the same command again to resume. Export the EMA weights with `hdit_edu.model_files.save_model`.
 """
 import argparse, torch
-from hdit_edu.model import HDiT, load_model
+from hdit_edu.model import HDiT, small_hdit_config
+from hdit_edu.model_files import load_model
 from hdit_edu.data import openmoji_dataset, ImageDataset
-from hdit_edu.training import Trainer, TrainConfig, small_hdit_config, list_checkpoints
+from hdit_edu.training import Trainer, TrainConfig
+from hdit_edu.checkpoint import list_checkpoints
 
 p = argparse.ArgumentParser()
 p.add_argument('--init', default=None, help='weights to start from (a model .safetensors); omitted: random')

@@ -7,10 +7,12 @@ Usage (the shipped model's exact command is in hdit_edu/pretrained/MODEL_CARD.md
 Export the EMA weights with `python tools/train_text_model.py --out runs/openmoji-text --export NAME`.
 """
 import argparse, torch
-from hdit_edu.model import HDiT, small_hdit_config, save_model
+from hdit_edu.model import HDiT, small_hdit_config
+from hdit_edu.model_files import save_model
 from hdit_edu.data import openmoji_text_dataset, ImageDataset
 from hdit_edu.text import WordTokenizer
-from hdit_edu.training import Trainer, TrainConfig, load_checkpoint_model, find_checkpoint
+from hdit_edu.training import Trainer, TrainConfig
+from hdit_edu.checkpoint import load_checkpoint_model, find_checkpoint
 
 def text_config(captions, size=32, width=64, depths=(2, 4), cross_attention=None, text_pooled=True,
                 text_width=128, text_depth=2):
@@ -37,6 +39,8 @@ if __name__ == '__main__':
     p.add_argument('--no-pooled', action='store_true', help='no pooled text vector into the mapping network')
     p.add_argument('--classes', action='store_true',
                    help='the baseline: no text, one class label per OpenMoji group instead of the caption')
+    p.add_argument('--init', default=None,
+                   help="start from this run's (or checkpoint's) EMA weights: a second schedule on a trained model")
     p.add_argument('--export', default=None, help='write the newest checkpoint\'s EMA model to this path and stop')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -50,6 +54,9 @@ if __name__ == '__main__':
     else:
         ds = ImageDataset(hf, a.size, hflip=False, text_column='text')   # the Trainer flips (not what names a side)
         model = HDiT(text_config(hf['text'], a.size, a.width, a.depths, a.cross_attention, not a.no_pooled))
+    if a.init:                                                     # same architecture, trained weights
+        model.load_state_dict(load_checkpoint_model(find_checkpoint(a.init)).state_dict())
+        print('initialised from', find_checkpoint(a.init))
     print(f'{len(ds)} captioned emoji, {"group labels" if a.classes else f"{len(model.text_encoder.tokenizer.vocab)} words"}, '
           f'{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters')
     t = Trainer(model, ds, TrainConfig(out_dir=a.out, steps=a.steps, minutes=a.minutes, batch_size=a.batch_size,
