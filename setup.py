@@ -21,8 +21,8 @@ min_python = cfg['min_python']
 
 setuptools.setup(
     name=cfg['lib_name'],
-    # the licence is the SPDX expression in pyproject.toml (`license = "MIT"`), not a classifier
-    classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
+    # the licence is the SPDX expression in pyproject.toml (`MIT AND CC-BY-SA-4.0`), not a classifier
+    classifiers=['Development Status :: ' + statuses[int(cfg['status']) - 1],   # status 3 = '3 - Alpha'
                  'Intended Audience :: ' + cfg['audience'].title(),
                  'Intended Audience :: Education',
                  'Intended Audience :: Science/Research',
@@ -34,7 +34,7 @@ setuptools.setup(
                 + ['Programming Language :: Python :: 3']
                 + ['Programming Language :: Python :: ' + o for o in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=['hdit_edu', 'hdit_edu.*']),
+    packages=setuptools.find_namespace_packages(include=['hdit_edu', 'hdit_edu.*'], exclude=['*.__pycache__']),
     include_package_data=True,
     package_data={'hdit_edu': ['pretrained/*.safetensors', 'pretrained/*.json', 'pretrained/*.md',
                                'reference/*.pt', 'reference/*.md']},

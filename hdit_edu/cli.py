@@ -4,264 +4,41 @@
 
 # %% ../nbs/13_cli.ipynb #dae4cf1d
 from __future__ import annotations
-import argparse, sys, time
-from pathlib import Path
+import argparse, sys
 
-import torch
 from safetensors import SafetensorError
 
 from . import __version__
-from .training import (Trainer, TrainConfig, LR_SCHEDULES, CheckpointError, ConfigMismatchError, small_hdit_config,
-                               list_checkpoints)
-from .model import HDiT
-from .sampling import sample, SAMPLERS
-from .editing import inpaint, img2img
-from .data import image_grid, image_transform, pil_to_tensor
-from .cli_internals import (_Parser, _HelpFormatter, _positive_int, _nonneg_int, _minutes, _cfg_scale, _count, _fraction, _ema_power,
-                                    _threads, _device, _set_threads, _dataset, _attention_line,
-                                    _mismatch_message, _check_out_folder, _write_error,
-                                    _image_tensor, _mask_tensor, _load_denoiser, _check_class, _prompts, _save_edit,
-                                    _with_one_line_warnings, _read_image)
-from .text import WordTokenizer
-from .prompts import image_prompt_embedding
+from .checkpoint import CheckpointError, list_checkpoints
+from .cli_args import OneLineParser, HelpFormatter, one_line_warnings, write_error
+from .cli_train import train_options, train_command
+from .cli_sample import (sample_options, inpaint_options, img2img_options, sample_command,
+                                 inpaint_command, img2img_command)
 
 # %% auto #0
-__all__ = ['build_parser', 'train_command', 'sample_command', 'inpaint_command', 'img2img_command', 'main']
-
-# %% ../nbs/13_cli.ipynb #4c8d63b1
-def _data_options(t):
-    d = t.add_argument_group('data')
-    d.add_argument('--data', default='openmoji',
-                   help="'openmoji', 'openmoji-text' (captions: a text model), a folder or a hub dataset")
-    d.add_argument('--subset', default='default', help="OpenMoji groups: 'default', 'all' or a group name")
-    d.add_argument('--limit', type=_positive_int, default=None, help='use at most this many images')
-    d.add_argument('--size', type=_positive_int, default=32, help='image side in pixels (a multiple of 16)')
-
-def _model_options(t):
-    m = t.add_argument_group('model')
-    m.add_argument('--width', type=_positive_int, default=64,
-                   help='width of the fine level (the coarse level is 2x)')
-    m.add_argument('--depths', type=_positive_int, nargs=2, default=[2, 4], metavar=('FINE', 'COARSE'),
-                   help='layers on the fine level (down and up each) and in the middle level')
-    m.add_argument('--image-prompt', action='store_true',
-                   help="condition on each image's embedding (`sample --image-prompt PICTURE`: variations)")
-    m.add_argument('--attention', default='neighborhood',
-                   choices=['neighborhood', 'shifted-window', 'global'],
-                   help='attention on the fine level (the coarse level is always global)')
-
-# %% ../nbs/13_cli.ipynb #73752e37
-def _training_options(t):
-    o, pos = t.add_argument_group('training'), _positive_int
-    o.add_argument('--out', default='runs/openmoji', help='run directory: checkpoints, samples, loss curve')
-    o.add_argument('--steps', type=pos, default=3000, help='train until this many optimizer steps in total')
-    o.add_argument('--minutes', type=_minutes, default=10., help='stop after this many minutes (0: no limit)')
-    o.add_argument('--batch-size', type=pos, default=32, help='global batch size (all processes together)')
-    o.add_argument('--grad-accum', type=pos, default=1, help='gradient accumulation micro-batches per step')
-    o.add_argument('--lr', type=float, default=2e-3, help='AdamW learning rate (mapping network: lr/3)')
-    o.add_argument('--lr-schedule', default='cosine', choices=list(LR_SCHEDULES),
-                   help="'cosine': decay to lr * --lr-final at --steps; 'constant': the paper's")
-    o.add_argument('--warmup-steps', type=_count, default=100, help='linear lr warm-up over N steps')
-    o.add_argument('--lr-final', type=_fraction, default=0.05, help="the cosine's end, a fraction of --lr")
-    o.add_argument('--ema-power', type=_ema_power, default=0.75,
-                   help='EMA warm-up power (higher: longer memory)')
-    o.add_argument('--no-hflip', action='store_true', help='no random horizontal flips')
-    o.add_argument('--seed', type=int, default=0, help='seed for the initial weights, data order and noise')
-    o.add_argument('--cond-dropout', type=float, default=0.1, help='fraction of labels dropped (for CFG)')
-    o.add_argument('--sample-every', type=pos, default=None,
-                   help='sample grid every N steps (default: at the end)')
-    o.add_argument('--checkpoint-every', type=pos, default=100,
-                   help='checkpoint every N steps (and at the end)')
-    o.add_argument('--mixed-precision', default='auto', choices=['auto', 'no', 'bf16', 'fp16'],
-                   help="'auto': bf16 on CUDA, float32 on CPU")
-    o.add_argument('--compile', action='store_true', help='torch.compile the model')
-    o.add_argument('--num-workers', type=_nonneg_int, default=0, help='DataLoader worker processes')
-    o.add_argument('--threads', type=_threads, default=0,
-                   help='CPU threads for PyTorch (0: auto = the cores not already busy, at least 1)')
-    o.add_argument('--no-resume', action='store_true', help='refuse to continue an existing run in --out')
-    o.add_argument('--quiet', action='store_true', help='no progress output')
-
-# %% ../nbs/13_cli.ipynb #9cfd5b13
-def _model_source_options(s, required:bool=True):
-    s.add_argument('--checkpoint', required=required, default=None if required else 'openmoji64',
-                   help='run dir (or its checkpoints/ folder), checkpoint dir, model .safetensors, '
-                        'or pretrained name')
-
-def _run_options(s):
-    s.add_argument('--raw', action='store_true',
-                   help='use the raw weights instead of the EMA (training checkpoints)')
-    s.add_argument('--device', type=_device, default=None,
-                   help="'cpu', 'cuda', 'cuda:1', 'mps' (default: cuda if available)")
-    s.add_argument('--threads', type=_threads, default=0, help='CPU threads for PyTorch (0: auto)')
-
-def _sample_options(s):
-    _model_source_options(s)
-    s.add_argument('--n', type=_positive_int, default=16, help='number of samples')
-    s.add_argument('--steps', type=_positive_int, default=50, help='sampler steps (model evaluations)')
-    s.add_argument('--seed', type=int, default=0, help='seed of the initial noise and the SDE noise')
-    s.add_argument('--sampler', default='dpmpp_3m_sde', choices=sorted(SAMPLERS), help='sampling method')
-    s.add_argument('--class', dest='class_label', type=int, default=None,
-                   help='class index for every sample (default: cycle over the classes)')
-    s.add_argument('--prompt', action='append', help="what a text model draws, e.g. 'fox' (several cycle)")
-    s.add_argument('--image-prompt', default=None, metavar='PICTURE',
-                   help='draw variations of this picture (a model trained with train --image-prompt)')
-    s.add_argument('--cfg-scale', type=_cfg_scale, default=1., help='classifier-free guidance (1: none)')
-    s.add_argument('--nrow', type=_positive_int, default=None, help='images per row (default: about square)')
-    _run_options(s)
-    s.add_argument('--out', default='samples.png', help='output PNG')
-
-# %% ../nbs/13_cli.ipynb #a2cd378f
-def _edit_options(e, out:str):
-    _model_source_options(e, required=False)
-    e.add_argument('--image', required=True, help='image file, the size the model makes (openmoji64: 64x64)')
-    e.add_argument('--steps', type=_positive_int, default=25, help='sampler steps')
-    e.add_argument('--seed', type=int, default=0, help='seed of the noise')
-    e.add_argument('--class', dest='class_label', type=int, default=None,
-                   help="class index to paint or turn the image into (default: 'no class')")
-    e.add_argument('--prompt', action='append', help="what a text model should paint, e.g. 'fox'")
-    e.add_argument('--cfg-scale', type=_cfg_scale, default=1., help='classifier-free guidance (1: none)')
-    _run_options(e)
-    e.add_argument('--out', default=out, help='output image file')
-
-def _inpaint_options(e):
-    _edit_options(e, 'inpainted.png')
-    e.add_argument('--mask', required=True, help='mask image of the same size: white = paint, black = keep')
-    e.add_argument('--resample', type=_positive_int, default=4, help='RePaint rounds a step (1: replacement)')
-
-def _img2img_options(e):
-    _edit_options(e, 'img2img.png')
-    e.add_argument('--sigma-start', type=float, default=2., help='noise level to start from (0.01 to 80)')
+__all__ = ['build_parser', 'main']
 
 # %% ../nbs/13_cli.ipynb #d37d7f4c
 def build_parser() -> argparse.ArgumentParser:
     "The `hdit-edu` argument parser with its `train`, `sample`, `inpaint` and `img2img` subcommands."
-    p = _Parser(prog='hdit-edu', description='Train and sample Hourglass Diffusion Transformers (HDiT).',
-                formatter_class=_HelpFormatter)
+    p = OneLineParser(prog='hdit-edu', formatter_class=HelpFormatter,
+                      description='Train and sample Hourglass Diffusion Transformers (HDiT).')
     p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = p.add_subparsers(dest='command', metavar='{train,sample,inpaint,img2img}', required=True)
     def add(name, options, help, description):
-        options(sub.add_parser(name, formatter_class=_HelpFormatter, help=help, description=description))
-    add('train', lambda t: (_data_options(t), _model_options(t), _training_options(t)),
-        'train a small HDiT (resumes from --out if it holds a checkpoint)',
+        options(sub.add_parser(name, formatter_class=HelpFormatter, help=help, description=description))
+    add('train', train_options, 'train a small HDiT (resumes from --out if it holds a checkpoint)',
         'Train a small HDiT. Writes samples.png, real.png, loss.png and checkpoints/ to --out. Running the '
         'same command again resumes from the newest checkpoint in --out. Ctrl-C saves a checkpoint, stops. '
         'Multi-GPU: accelerate launch / torchrun (see the README); --batch-size is global.')
-    add('sample', _sample_options, 'draw a grid of samples from a checkpoint or a pretrained model',
+    add('sample', sample_options, 'draw a grid of samples from a checkpoint or a pretrained model',
         'Draw samples from a training run directory, a checkpoint directory, a model file written by '
         "save_model, or a pretrained model's name (e.g. openmoji64), and save them as a PNG grid.")
-    add('inpaint', _inpaint_options, 'repaint the white part of --mask in --image',
+    add('inpaint', inpaint_options, 'repaint the white part of --mask in --image',
         'Paint the pixels of --image where --mask is white; the others come back unchanged.')
-    add('img2img', _img2img_options, 'noise --image to --sigma-start and denoise it (SDEdit)',
+    add('img2img', img2img_options, 'noise --image to --sigma-start and denoise it (SDEdit)',
         'Noise --image to --sigma-start and denoise it again, optionally as another --class.')
     return p
-
-# %% ../nbs/13_cli.ipynb #d365c74f
-def _build_trainer(args) -> Trainer:
-    "Data set, model and `Trainer` for `hdit-edu train`'s options."
-    ds = _dataset(args)
-    text = {} if ds.texts is None else dict(text_vocab=WordTokenizer.from_captions(ds.texts).vocab)
-    cfg = small_hdit_config(args.size, num_classes=0 if text else ds.num_classes, width=args.width,
-                            depths=tuple(args.depths), attention=args.attention, **text,
-                            mapping_cond_dim=64 if args.image_prompt else 0)
-    torch.manual_seed(args.seed)
-    return Trainer(HDiT(cfg), ds, TrainConfig(
-        out_dir=args.out, steps=args.steps, minutes=args.minutes or None, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, seed=args.seed, cond_dropout=args.cond_dropout,
-        lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, lr_final=args.lr_final,
-        ema_power=args.ema_power, hflip=not args.no_hflip,
-        sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
-        mixed_precision=args.mixed_precision, compile=args.compile, num_workers=args.num_workers,
-        resume=not args.no_resume, progress=not args.quiet),
-        mapping_cond=image_prompt_embedding if args.image_prompt else None)
-
-# %% ../nbs/13_cli.ipynb #1d7c7962
-def train_command(args) -> Trainer:
-    "`hdit-edu train`: build data and model from `args`, then train (resuming from `args.out` if possible)."
-    if args.size % 16:
-        raise ValueError(f'--size must be a multiple of 16 (patching and one 2x2 merge), got {args.size}')
-    _check_out_folder(args.out)
-    t0, threads = time.time(), _set_threads(args)
-    trainer = _build_trainer(args)
-    acc, ds, n = trainer.accelerator, trainer.dataset, sum(p.numel() for p in trainer.model.parameters())
-    if acc.is_main_process:
-        print(f'hdit-edu train: {len(ds)} images at {args.size}px, '
-              f'{"captions" if ds.texts else f"{ds.num_classes} classes"}; '
-              f'HDiT with {n / 1e6:.2f}M parameters; global batch {args.batch_size} on {acc.num_processes} '
-              f'process(es), {acc.device}, mixed precision {acc.mixed_precision}, {threads} CPU thread(s); '
-              f'output {args.out}', flush=True)
-        print(_attention_line(args.attention, acc.device), flush=True)
-        if not list_checkpoints(args.out): print(f'Starting a new run in {args.out}.', flush=True)
-    try: trainer.fit()
-    except ConfigMismatchError as e: raise ValueError(_mismatch_message(e, trainer, args.out)) from None
-    if acc.is_main_process:
-        last = trainer.losses[-20:]
-        done = (f'{trainer.images_per_s:.1f} images/s in this session' if trainer.session_steps > 0 else
-                f'nothing to train in this session (the run has {args.steps} steps: pass more --steps)')
-        print(f'Done: step {trainer.step}/{args.steps}, '
-              f'{trainer.wall_time / 60:.1f} min of training in total, '
-              f'{done}, loss (mean of last {len(last)} steps) {sum(last) / max(1, len(last)):.4f}, '
-              f'{time.time() - t0:.0f} s wall time for this command.', flush=True)
-        if trainer.step < args.steps:
-            print(f'Run the same command again to continue towards {args.steps} steps.', flush=True)
-    return trainer
-
-# %% ../nbs/13_cli.ipynb #10f21bff
-def sample_command(args):
-    "`hdit-edu sample`: load a model from `args.checkpoint`, sample `args.n` images, save their grid."
-    model, den, device = _load_denoiser(args)
-    k = model.num_classes
-    _check_class(args, k, model.text_encoder is not None)
-    labels = None
-    if k: labels = torch.full((args.n,), args.class_label, device=device) if args.class_label is not None \
-                   else torch.arange(args.n, device=device) % k
-    h, w = model.config.input_size
-    t0 = time.time()
-    with torch.no_grad():
-        x = sample(den, args.n, (h, w), channels=model.config.input_channels, sampler=args.sampler,
-                   steps=args.steps, class_cond=labels, cfg_scale=args.cfg_scale, seed=args.seed,
-                   prompt=_prompts(args), mapping_cond=_image_prompt(args, model, device), device=device)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    image_grid(x.float().clamp(-1, 1).cpu(), nrow=args.nrow or max(1, round(args.n ** 0.5))).save(args.out)
-    print(f'Wrote {args.n} samples ({h}x{w}, {args.sampler}, {args.steps} steps, seed {args.seed}) to '
-          f'{args.out} in {time.time() - t0:.1f} s.', flush=True)
-    return x
-
-# %% ../nbs/13_cli.ipynb #d31d01fe
-def _image_prompt(args, model, device):
-    "The embedding of `--image-prompt` for a model trained with image prompts (None without the option)."
-    if args.image_prompt is None: return None
-    d = model.config.mapping_cond_dim
-    if d != 64:
-        raise ValueError('--image-prompt needs a model trained with `hdit-edu train --image-prompt`; this one takes '
-                         + (f'a {d}-number mapping_cond, not an image embedding' if d else 'no image prompt'))
-    picture = image_transform(_read_image(args.image_prompt, '--image-prompt'), 64)   # any size: centre crop
-    return image_prompt_embedding(pil_to_tensor(picture)[None]).to(device)
-
-# %% ../nbs/13_cli.ipynb #0edee7b0
-def inpaint_command(args) -> torch.Tensor:
-    "`hdit-edu inpaint`: paint `args.image` where `args.mask` is white, keep the rest, save to `args.out`."
-    model, den, device = _load_denoiser(args)
-    _check_class(args, model.num_classes, model.text_encoder is not None)
-    size = tuple(model.config.input_size)
-    image, mask = _image_tensor(args.image, size), _mask_tensor(args.mask, size)
-    t0 = time.time()
-    x = inpaint(den, image, mask, steps=args.steps, seed=args.seed, resample=args.resample, device=device,
-                class_cond=args.class_label, cfg_scale=args.cfg_scale, prompt=_prompts(args, 1))
-    _save_edit(x, args, f'{int(mask.sum())} of {mask.numel()} pixels painted, resample {args.resample}', t0)
-    return x
-
-# %% ../nbs/13_cli.ipynb #9430a1b9
-def img2img_command(args) -> torch.Tensor:
-    "`hdit-edu img2img`: noise `args.image` to `args.sigma_start`, denoise it, save to `args.out`."
-    if not 0.01 < args.sigma_start <= 80:                                # also refuses NaN
-        raise ValueError(f'--sigma-start must lie in (0.01, 80], got {args.sigma_start}: '
-                         'about 1-5 keeps the layout, 80 forgets the image')
-    model, den, device = _load_denoiser(args)
-    _check_class(args, model.num_classes, model.text_encoder is not None)
-    image, t0 = _image_tensor(args.image, tuple(model.config.input_size)), time.time()
-    x = img2img(den, image, sigma_start=args.sigma_start, steps=args.steps, seed=args.seed, device=device,
-                class_cond=args.class_label, cfg_scale=args.cfg_scale, prompt=_prompts(args, 1))
-    _save_edit(x, args, f'from sigma {args.sigma_start:g}', t0)
-    return x
 
 # %% ../nbs/13_cli.ipynb #aa8efab7
 _USER_ERRORS = (CheckpointError, ValueError, FileNotFoundError, NotADirectoryError, ConnectionError,
@@ -271,14 +48,14 @@ _COMMANDS = dict(train=train_command, sample=sample_command, inpaint=inpaint_com
 def main(argv=None) -> int:
     "Entry point of the `hdit-edu` console script; returns the exit status."
     args = build_parser().parse_args(argv)
-    try: _with_one_line_warnings(_COMMANDS[args.command], args)
+    try: one_line_warnings(_COMMANDS[args.command], args)
     except KeyboardInterrupt:
         resumable = args.command == 'train' and list_checkpoints(args.out)
         again = ' Run the same command again to resume from the last checkpoint.' if resumable else ''
         print('Stopped.' + again, file=sys.stderr, flush=True)
         return 130
     except _USER_ERRORS as e: msg = ' '.join(str(e).split())
-    except (OSError, SafetensorError) as e: msg = _write_error(e, args.command, args.out)
+    except (OSError, SafetensorError) as e: msg = write_error(e, args.command, args.out)
     else: return 0
     print(f'hdit-edu {args.command}: error: {msg}', file=sys.stderr, flush=True)
     return 2

@@ -17,7 +17,8 @@ def na_keys(h, w, row, col, ks, dil=1):
 
 
 def sw_keys(h, w, row, col, ws, shift):
-    "Keys of (row, col) under shifted-window attention, from the rolled-window picture: roll by +shift, cut into windows, keep rolled-in tokens apart."
+    """Keys of (row, col) under shifted-window attention, from the rolled-window picture: roll by +shift, cut into
+    windows, keep rolled-in tokens apart."""
     def rolled(i, n): return (i + shift) % n
     def group(i, n):
         r = rolled(i, n)
@@ -164,7 +165,7 @@ def test_model_mode_shows_the_models_weights():
 def test_model_mode_widget():
     pytest.importorskip('ipywidgets')
     ex = AttentionExplorer(model=PatchAttention(heads=3), image=torch.zeros(1, 3, 32, 32))
-    ex.widget
+    _ = ex.widget
     c = ex.controls
     assert set(c) == {'layer', 'head', 'row', 'col'} and c['head'].max == 2
     c['layer'].value = 1

@@ -6,9 +6,11 @@ import argparse, contextlib, io, time
 import pytest
 import torch
 
-import hdit_edu.cli as cli
+import hdit_edu.cli_sample as cli_sample
 from hdit_edu.cli import build_parser, main
 from hdit_edu.checkpoint import read_checkpoint
+from hdit_edu.training import Trainer
+from hdit_edu.threads import cpu_count
 
 TINY = ['--size', '16', '--limit', '32', '--width', '32', '--depths', '1', '1', '--batch-size', '8', '--quiet',
         '--threads', '1']
@@ -141,14 +143,14 @@ def test_resuming_with_other_settings_names_the_options(tiny_run):
 
 def test_ctrl_c_during_sample_does_not_mention_resuming(monkeypatch, tiny_run):
     def interrupted(*a, **k): raise KeyboardInterrupt
-    monkeypatch.setattr(cli, 'sample', interrupted)
+    monkeypatch.setattr(cli_sample, 'sample', interrupted)
     status, err = run_cli(['sample', '--checkpoint', str(tiny_run), '--device', 'cpu', '--out', 'unused.png'])
     assert status == 130 and err.strip() == 'Stopped.', err
 
 
 def test_ctrl_c_during_train_says_how_to_resume(monkeypatch, tiny_run):
     def interrupted(self, *a, **k): raise KeyboardInterrupt
-    monkeypatch.setattr(cli.Trainer, 'fit', interrupted)
+    monkeypatch.setattr(Trainer, 'fit', interrupted)
     status, err = run_cli(['train', *TINY, '--steps', '6', '--out', str(tiny_run)])
     assert status == 130 and 'Run the same command again to resume' in err
 
@@ -179,3 +181,20 @@ def test_main_job_defaults():
     a = build_parser().parse_args(['train'])
     assert (a.attention, a.size, a.width, a.depths, a.steps, a.minutes, a.batch_size) == \
            ('neighborhood', 32, 64, [2, 4], 3000, 10., 32)
+
+
+def test_help_imports_no_heavy_library():
+    "`hdit-edu --help` answers without loading the data, plotting or launching libraries."
+    import subprocess, sys
+    code = ("import sys\nfrom hdit_edu.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+            "print([m for m in ('datasets', 'matplotlib', 'accelerate', 'pandas') if m in sys.modules])")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == '[]', (r.stdout[-300:], r.stderr[-300:])
+
+
+def test_a_command_leaves_the_thread_count_as_it_was(tiny_run, tmp_path):
+    before = torch.get_num_threads()
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(['sample', '--checkpoint', str(tiny_run), '--n', '1', '--steps', '1', '--device', 'cpu',
+                     '--threads', str(min(2, cpu_count())), '--out', str(tmp_path / 'g.png')]) == 0
+    assert torch.get_num_threads() == before

@@ -45,12 +45,12 @@ def test_inpaint_keeps_the_black_part_and_paints_the_white(files, tmp_path):
 
 
 def test_inpaint_options_reach_the_editing_function(files, tmp_path, monkeypatch):
-    import hdit_edu.cli as cli
+    import hdit_edu.cli_sample as cli_sample
     seen = {}
     def spy(den, image, mask, **kw):
         seen.update(kw, shape=tuple(image.shape), painted=int(mask.sum()))
         return image
-    monkeypatch.setattr(cli, 'inpaint', spy)
+    monkeypatch.setattr(cli_sample, 'inpaint', spy)
     status, _, err = run_cli(['inpaint', '--image', str(files / 'emoji.png'), '--mask', str(files / 'mask.png'),
                               '--steps', '3', '--seed', '7', '--class', '1', '--cfg-scale', '2', '--resample', '2',
                               '--device', 'cpu', '--out', str(tmp_path / 'o.png')])

@@ -9,7 +9,7 @@ import safetensors.torch
 from safetensors import SafetensorError
 
 import hdit_edu
-from hdit_edu.cli_internals import _cpu_count
+from hdit_edu.threads import cpu_count
 from hdit_edu.checkpoint import read_checkpoint, list_checkpoints
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
@@ -41,7 +41,7 @@ def test_version_of_the_console_script():
 
 
 def test_more_threads_than_cores_is_refused():
-    n = _cpu_count()
+    n = cpu_count()
     for cmd in (['train'], ['sample', '--checkpoint', 'openmoji64'], ['img2img', '--image', 'x.png']):
         one_line_error(cmd + ['--threads', str(100 * n)], f'argument --threads: {100 * n} threads but only {n} CPU',
                        f'pass at most {n}, or 0 to choose automatically')
@@ -126,9 +126,10 @@ def test_bad_schedule_options_are_one_line():
 
 
 def test_schedule_options_reach_the_trainer(tmp_path):
-    from hdit_edu.cli import _build_trainer, build_parser
+    from hdit_edu.cli import build_parser
+    from hdit_edu.cli_train import build_trainer
     args = build_parser().parse_args(['train', '--out', str(tmp_path), '--limit', '8', '--size', '16',
                                       '--lr-schedule', 'cosine', '--warmup-steps', '7', '--lr-final', '0.1',
                                       '--ema-power', '0.6667', '--no-hflip'])
-    c = _build_trainer(args).config
+    c = build_trainer(args).config
     assert (c.lr_schedule, c.warmup_steps, c.lr_final, c.ema_power, c.hflip) == ('cosine', 7, 0.1, 0.6667, False)

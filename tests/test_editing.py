@@ -104,7 +104,7 @@ def test_img2img_tiny_sigma_keeps_the_input_and_huge_sigma_forgets_it(toy):
     big = img2img(den, y, sigma_start=80., steps=20, class_cond=1, seed=5)
     d = dists(big, means, torch.ones(8, 8, dtype=torch.bool))
     assert (d.argmin(1) == 1).all() and (d[:, 1] < 0.01).all()             # a sample of class 1: the input is gone
-    free = GaussianMixtureDenoiser(means, std=0.05)                        # unconditional: huge sigma draws any component
+    free = GaussianMixtureDenoiser(means, std=0.05)               # unconditional: huge sigma draws any component
     picks = dists(img2img(free, y[:1].expand(24, 3, 8, 8), sigma_start=80., steps=20, sampler='dpmpp_2m_sde'), means,
                   torch.ones(8, 8, dtype=torch.bool)).argmin(1)
     assert len(set(picks.tolist())) >= 2, picks
@@ -141,7 +141,7 @@ def test_errors_say_what_to_do(toy):
     err(lambda: img2img(den, torch.zeros(3, 8, 8, dtype=torch.uint8)), 'float tensor', 'pixels / 127.5 - 1')
     err(lambda: img2img(den, torch.zeros(8, 8)), 'image must be [C, H, W] or [B, C, H, W]')
     for s in (0., -1., 81., float('nan')):
-        err(lambda: img2img(den, y, sigma_start=s), 'sigma_start must lie in (sigma_min, sigma_max] = (0.01, 80]')
+        err(lambda s=s: img2img(den, y, sigma_start=s), 'sigma_start must lie in (sigma_min, sigma_max] = (0.01, 80]')
     err(lambda: inpaint(den, y, m, resample=0), 'resample must be a whole number >= 1')
     err(lambda: inpaint(den, y, m, sampler='ddpm'), "Unknown sampler 'ddpm'")
     err(lambda: inpaint(den, y, m, steps=0), 'steps must be a whole number >= 1')

@@ -1,4 +1,5 @@
-"The editing widget: its computation on the shipped model, the brush grid, uploads, and the controls driven as a user does."
+"""The editing widget: its computation on the shipped model, the brush grid, uploads, and the controls driven as a
+user does."""
 import io
 from datetime import datetime, timezone
 import pytest
@@ -152,7 +153,7 @@ def test_widget_controls_drive_the_state(den):
     assert ed._picture.value != before and ed.output['caption'] in ed._caption.value
     assert 'class faces' in ed._caption.value and '3 steps, seed 9' in ed._caption.value
     ed._upload.value = ({'name': 'x.jpg', 'type': 'image/jpeg', 'size': 6, 'content': memoryview(b'broken'),
-                         'last_modified': datetime.now(timezone.utc)},)                                 # a bad upload: one red line
+                         'last_modified': datetime.now(timezone.utc)},)       # a bad upload: one red line
     assert 'x.jpg: could not read' in ed._message.value and 'color' in ed._message.value
     ed.set(seed=1)
     assert ed._message.value == '' and ed.controls['seed'].value == 1          # set from code moves the control

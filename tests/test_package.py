@@ -1,6 +1,11 @@
-"The top level of the package: a docstring, the names a user needs, and no public module attribute left as None."
-import importlib, pkgutil
+"""The top level of the package and its page: a docstring, the names a user needs, and metadata that tells the truth
+(licences, development status, links that work on PyPI)."""
+import re, tomllib
+from configparser import ConfigParser
+from pathlib import Path
 import hdit_edu
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_top_level_names():
@@ -10,10 +15,27 @@ def test_top_level_names():
     assert hdit_edu.load_pretrained is load_pretrained
 
 
-def test_no_public_module_attribute_is_none():
-    nones = []
-    for m in pkgutil.iter_modules(hdit_edu.__path__):
-        if m.name.startswith('_'): continue
-        mod = importlib.import_module(f'hdit_edu.{m.name}')
-        nones += [f'{m.name}.{k}' for k, v in vars(mod).items() if v is None and not k.startswith('_')]
-    assert not nones, f'public module attributes that are None: {nones}'
+def test_licence_expression_and_texts():
+    "Code under MIT, shipped weights and OpenMoji-derived data under CC BY-SA 4.0: both declared, both texts shipped."
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+    assert project['license'] == 'MIT AND CC-BY-SA-4.0'
+    texts = {f: (ROOT / f).read_text() for f in project['license-files']}
+    assert any(t.startswith('MIT License') for t in texts.values())
+    assert any(t.startswith('Attribution-ShareAlike 4.0 International') for t in texts.values())
+
+
+def test_development_status_is_alpha():
+    "settings.ini's `status = 3` means '3 - Alpha' (nbdev's numbering since 2.3.11), as setup.py writes it."
+    cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
+    setup = (ROOT / 'setup.py').read_text()
+    statuses = eval(re.search(r"statuses = (\[.*\])", setup).group(1))
+    assert "statuses[int(cfg['status']) - 1]" in setup
+    assert statuses[int(cfg['DEFAULT']['status']) - 1] == '3 - Alpha'
+
+
+def test_readme_links_are_absolute():
+    "PyPI shows README.md without the repository: every link and image points at the site or the raw repository."
+    readme = (ROOT / 'README.md').read_text()
+    links = re.findall(r'\]\(([^)\s]+)\)', readme) + re.findall(r'src="([^"]+)"', readme)
+    assert links and [u for u in links if not u.startswith(('https://', 'http://', '#', 'mailto:'))] == []
+    assert 'nbdev_docs`' not in readme.replace('`nbdev_docs` would', '')   # advice that overwrites README: gone

@@ -111,7 +111,8 @@ def test_cfg():
     a = sample(mix, 4, 8, steps=10, class_cond=c, cfg_scale=1., seed=3)
     assert torch.equal(a, sample(mix, 4, 8, steps=10, class_cond=c, seed=3))
     assert not torch.allclose(a, sample(mix, 4, 8, steps=10, class_cond=c, cfg_scale=3., seed=3))
-    with pytest.raises(ValueError, match='class-conditional'): CFGDenoiser(GaussianMixtureDenoiser(torch.zeros(1, 2), .1), 2.)
+    with pytest.raises(ValueError, match='class-conditional'):
+        CFGDenoiser(GaussianMixtureDenoiser(torch.zeros(1, 2), .1), 2.)
     with pytest.raises(ValueError, match='class_cond'): CFGDenoiser(mix, 2.)(x, sig)
 
 
@@ -121,7 +122,8 @@ def test_cfg_batches_other_conditioning():
     class Spy(nn.Module):
         num_classes = 5
         def forward(self, x, sigma, class_cond=None, mapping_cond=None):
-            seen.update(x=x, sigma=sigma, class_cond=class_cond, mapping_cond=mapping_cond); return x * 0 + class_cond[:, None].float()
+            seen.update(x=x, sigma=sigma, class_cond=class_cond, mapping_cond=mapping_cond)
+            return x * 0 + class_cond[:, None].float()
     out = CFGDenoiser(Spy(), 2.)(torch.zeros(2, 3), torch.tensor([1., 2.]), class_cond=torch.tensor([1, 4]),
                                  mapping_cond=torch.tensor([[7.], [8.]]))
     assert seen['class_cond'].tolist() == [5, 5, 1, 4] and seen['sigma'].tolist() == [1., 2., 1., 2.]
@@ -159,13 +161,14 @@ def test_sample_with_a_small_hdit():
                                        dict(depth=1, width=64, attention='global', d_head=16)],
                                patch_size=2, input_size=16, num_classes=4, mapping_width=32, mapping_depth=1)
     model = model_mod.HDiT(cfg)
-    for p in model.parameters():                               # move away from the zero init so outputs depend on inputs
+    for p in model.parameters():                       # move away from the zero init so outputs depend on inputs
         with torch.no_grad(): p.add_(torch.randn_like(p) * 0.02)
     den = Denoiser(model)
     a = sample(den, 2, 16, steps=3, class_cond=torch.tensor([0, 4]), seed=0)
     assert a.shape == (2, 3, 16, 16) and torch.isfinite(a).all()
     assert torch.equal(a, sample(den, 2, 16, steps=3, class_cond=torch.tensor([0, 4]), seed=0))
-    torch.testing.assert_close(sample(model, 2, 16, steps=3, class_cond=torch.tensor([0, 4]), seed=0), a)  # bare HDiT is wrapped
+    b = sample(model, 2, 16, steps=3, class_cond=torch.tensor([0, 4]), seed=0)     # a bare HDiT is wrapped
+    torch.testing.assert_close(b, a)
     with pytest.raises(ValueError, match='class_cond'): sample(den, 2, 16, steps=3)
     g = sample(den, 2, 16, steps=3, class_cond=torch.tensor([0, 1]), cfg_scale=2., seed=0)
     assert torch.isfinite(g).all()
@@ -182,7 +185,7 @@ def _one_line_error(fn, *words):
 def test_sample_checks_its_arguments_with_one_line_messages():
     mix, uncond = _mix(), GaussianMixtureDenoiser(torch.zeros(1, 3, 8, 8), 0.2)
     for n in (-2, 0):
-        _one_line_error(lambda: sample(mix, n, 8, class_cond=0), f'n={n}', 'positive integer')
+        _one_line_error(lambda n=n: sample(mix, n, 8, class_cond=0), f'n={n}', 'positive integer')
     _one_line_error(lambda: sample(mix, 2.5, 8, class_cond=0), 'n=2.5')
     _one_line_error(lambda: sample(mix, True, 8, class_cond=0), 'n=True')
     _one_line_error(lambda: sample(mix, 2, 0, class_cond=0), 'size')
@@ -193,7 +196,8 @@ def test_sample_checks_its_arguments_with_one_line_messages():
     _one_line_error(lambda: sample(mix, 2, 8, class_cond=torch.tensor([True, False])), 'integer class indices')
     _one_line_error(lambda: sample(mix, 2, 8), 'pass class_cond', '0..2')
     for bad in (float('nan'), float('inf'), 'strong', None):
-        _one_line_error(lambda: sample(mix, 2, 8, class_cond=0, cfg_scale=bad), 'cfg_scale must be a finite number',
+        _one_line_error(lambda bad=bad: sample(mix, 2, 8, class_cond=0, cfg_scale=bad),
+                        'cfg_scale must be a finite number',
                         repr(bad))
     _one_line_error(lambda: sample(uncond, 2, 8, cfg_scale=2.), 'class-conditional')
     _one_line_error(lambda: sample(uncond, 2, 8, class_cond=0), 'unconditional')

@@ -32,7 +32,7 @@ def test_frames_are_the_sampling_trajectory(toy):
 def test_widget_controls_drive_the_display(toy):
     v = TrajectoryViewer(toy, steps=10, seed=0)
     assert v.params['class_cond'] == toy.num_classes                          # default: 'no class'
-    v.widget
+    _ = v.widget
     assert v.slider.max == 10 and v.play.max == 10
     v.play.value = 4                                                          # play button is linked to the slider
     assert v.slider.value == 4 and v.current['step'] == 4
@@ -58,14 +58,14 @@ def test_widget_controls_drive_the_display(toy):
 
 def test_class_dropdown_lists_names_and_no_class(toy):
     v = TrajectoryViewer(toy, steps=3)
-    v.widget
+    _ = v.widget
     assert [o[0] for o in v.controls['class_cond'].options] == ['fox', 'frog', 'octopus', 'mushroom', 'no class']
 
 
 def test_unconditional_model_has_no_class_controls():
     den = GaussianMixtureDenoiser(torch.zeros(1, 1, 8, 8), 0.3)
     v = TrajectoryViewer(den, steps=4)
-    v.widget
+    _ = v.widget
     assert 'class_cond' not in v.controls and 'cfg_scale' not in v.controls and v.params['class_cond'] is None
     assert v.channels == 1 and v.current['x_image'].shape == (8, 8)
 
@@ -112,7 +112,7 @@ def test_hdit_and_checkpoint(tmp_path):
     m = _small_hdit()
     v = TrajectoryViewer(Denoiser(m), steps=4, class_cond=1, cfg_scale=2.)
     assert torch.equal(v.frames[-1][0], _reference(v))
-    v.widget; v.slider.value = 2
+    _ = v.widget; v.slider.value = 2
     assert v.current['step'] == 2
     files.save_model(m, tmp_path / 'tiny')
     path = next(p for p in tmp_path.iterdir() if p.suffix == '.safetensors')
@@ -123,7 +123,7 @@ def test_hdit_and_checkpoint(tmp_path):
 def test_set_from_code_updates_the_controls_and_samples_once(toy, monkeypatch):
     "Calling `set` in code moves the widget's controls to the new values, without a second sampling run."
     v = TrajectoryViewer(toy, steps=5, seed=0)
-    v.widget
+    _ = v.widget
     runs = []
     real_run = v.run
     monkeypatch.setattr(v, 'run', lambda: (runs.append(1), real_run())[1])
