@@ -477,6 +477,8 @@ def _as_tensor_list(images):
 def image_grid(images, nrow:int=8, padding:int=2, pad_value:float=1.0) -> Image.Image:
     """Lay out images (`[B, C, H, W]` tensor in `[-1, 1]`, or a list of tensors / PIL images) in a grid,
     `nrow` per row."""
+    if isinstance(nrow, (bool, np.bool_)) or not isinstance(nrow, (int, np.integer)) or nrow < 1:
+        raise ValueError(f"nrow (images per row) must be a whole number >= 1, got nrow={nrow!r}.")
     ims = [t.detach().float().cpu() for t in _as_tensor_list(images)]
     if len({t.shape for t in ims}) != 1: raise ValueError("all images in a grid need the same shape.")
     c, h, w = ims[0].shape

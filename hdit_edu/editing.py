@@ -8,16 +8,39 @@ __all__ = ['KnownPixels', 'inpaint', 'img2img']
 # %% ../nbs/10_editing.ipynb #dab37cb2
 import torch
 from torch import nn
-from .sampling import (SAMPLERS, get_sigmas_karras, _as_denoiser, _num_classes, _device_of, _cond_args,
-                               _guided, _image_shape, _eval_mode)
+from .sampling import (SAMPLERS, get_sigmas_karras, check_cfg_scale, _num_classes, _cond_args, _guided,
+                               _image_shape, _eval_mode, _checked, _check_size, _hdit_config, _whole, _check_seed)
 from .threads import cpu_threads
 
 # %% ../nbs/10_editing.ipynb #cb530f19
+def _is_pil(obj) -> bool: return type(obj).__module__.startswith('PIL.')
+
+def _pil_tensor(im, channels=None):
+    "A PIL image as `[C, H, W]` in [-1, 1], transparency on white: what `hdit_edu.data.pil_to_tensor` gives."
+    import numpy as np
+    from PIL import Image
+    if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
+        im = Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im.convert('RGBA'))
+    a = torch.from_numpy(np.array(im.convert('L' if channels == 1 else 'RGB'), dtype=np.uint8))
+    return (a[None] if a.ndim == 2 else a.permute(2, 0, 1)).float() / 127.5 - 1
+
+def _image_tensor(image, channels=None):
+    "`image` as a tensor: a PIL image (or a list of them) converted, anything else through `torch.as_tensor`."
+    if _is_pil(image) or isinstance(image, (list, tuple)) and image and all(map(_is_pil, image)):
+        return torch.stack([_pil_tensor(im, channels) for im in ([image] if _is_pil(image) else image)])
+    try: return torch.as_tensor(image)
+    except (TypeError, RuntimeError, ValueError):
+        raise TypeError(f"image must be a tensor [C, H, W] or [B, C, H, W] in [-1, 1], or a PIL image, got "
+                        f"{type(image).__name__}.") from None
+
 def _check_image(image, size=None, channels=None):
     "`image` as a float `[B, C, H, W]` tensor in [-1, 1], or a one-line ValueError saying what to pass."
-    x = torch.as_tensor(image)
+    x = _image_tensor(image, channels)
     if x.ndim == 3: x = x[None]
     if x.ndim != 4: raise ValueError(f"image must be [C, H, W] or [B, C, H, W], got shape {tuple(x.shape)}.")
+    if not x.numel():
+        raise ValueError(f"image is empty (shape {list(x.shape)}): pass at least one image, [C, H, W] or "
+                         f"[B, C, H, W].")
     if not x.is_floating_point():
         raise ValueError(f"image must be a float tensor in [-1, 1], got {x.dtype}: pass pixels / 127.5 - 1.")
     if size is not None and tuple(x.shape[-2:]) != tuple(size):
@@ -33,7 +56,8 @@ def _check_image(image, size=None, channels=None):
     return x.clamp(-1, 1)
 
 def _check_mask(mask, x):
-    "`mask` (True where the model paints) broadcast to `x`'s shape, or a one-line ValueError."
+    "`mask` (True where the model paints; a PIL mask: white) broadcast to `x`'s shape, or a one-line ValueError."
+    if _is_pil(mask): mask = _pil_tensor(mask, 1)[0] > 0                 # white paints, black keeps (as the CLI)
     m = torch.as_tensor(mask, device=x.device)
     if m.dtype != torch.bool:
         raise ValueError(f"mask must be a bool tensor (True where the model paints), got {m.dtype}: "
@@ -44,6 +68,9 @@ def _check_mask(mask, x):
     if not ok:
         raise ValueError(f"mask must have the image's height and width, [{x.shape[-2]}, {x.shape[-1]}] (or a "
                          f"shape that broadcasts to {list(x.shape)}), got {list(m.shape)}.")
+    if not m.any():
+        raise ValueError("mask is all False: nothing to inpaint; pass a mask with True where the model should "
+                         "paint (e.g. mask[..., 16:48, 16:48] = True).")
     return m.expand_as(x)
 
 # %% ../nbs/10_editing.ipynb #99f9e6fa
@@ -61,26 +88,25 @@ class KnownPixels(nn.Module):
 
 # %% ../nbs/10_editing.ipynb #6ba18e9c
 def _edit_conditioning(den, class_cond, cfg_scale, n, device, prompt=None):
-    """The denoiser with guidance and its conditioning; a class-conditional model gets 'no class' by default,
-    a text model the `prompt` (None: the empty prompt)."""
-    k = _num_classes(den)
+    """What the sampler calls (`den` guided if `cfg_scale` != 1) and its conditioning; a class-conditional
+    model gets 'no class' by default, a text model the `prompt` (None: the empty prompt)."""
+    k, cfg_scale = _num_classes(den), check_cfg_scale(cfg_scale)
     extra = _cond_args(den, n, device, k if k and class_cond is None else class_cond, prompt)
-    if cfg_scale != 1.:
-        if not extra: raise ValueError("cfg_scale != 1 needs a class-conditional model (or a text one): "
-                                       "leave cfg_scale=1.")
-        den = _guided(den, cfg_scale, extra)
-    return den, extra
+    if cfg_scale != 1. and not extra:
+        raise ValueError("cfg_scale != 1 needs a class-conditional model (or a text one): leave cfg_scale=1.")
+    return _guided(den, cfg_scale, extra, (class_cond, prompt)), extra   # no class or prompt: an error
 
-def _prepare(denoiser, image, steps, sampler, device):
-    "Checked denoiser, device and image for `inpaint` and `img2img`."
+def _prepare(denoiser, image, steps, sampler, device, seed):
+    "Checked denoiser, device, image, steps and seed for `inpaint` and `img2img`."
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}: use one of {list(SAMPLERS)}.")
-    if not (isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"steps must be a whole number >= 1, got {steps}.")
-    den = _as_denoiser(denoiser)
+    steps, seed = _whole(steps, 'steps'), _check_seed(seed)
+    den, device = _checked(denoiser, device)
     try: size, channels = _image_shape(den)
     except ValueError: size, channels = None, None                      # a bare callable: any size will do
-    device = torch.device(device) if device is not None else _device_of(den)
-    return den, device, _check_image(image, size, channels).to(device)
+    hdit = _hdit_config(den) is not None                        # an HDiT takes other sizes (with a warning)
+    y = _check_image(image, None if hdit else size, channels)
+    if hdit: _check_size(den, tuple(y.shape[-2:]), 'image')
+    return den, device, steps, seed, y.to(device, torch.get_default_dtype())
 
 # %% ../nbs/10_editing.ipynb #63026300
 @torch.no_grad()
@@ -88,22 +114,21 @@ def inpaint(denoiser, image, mask, steps:int=25, seed:int=0, sampler:str='euler'
             class_cond=None, cfg_scale:float=1., sigma_min:float=1e-2, sigma_max:float=80., rho:float=7.,
             device=None, callback=None, prompt=None, threads:int=None, **sampler_kwargs):
     "Paint the pixels where `mask` is True, the others kept as in `image` ([-1, 1]); text models: `prompt`."
-    den, device, y = _prepare(denoiser, image, steps, sampler, device)
+    den, device, steps, seed, y = _prepare(denoiser, image, steps, sampler, device, seed)
     m = _check_mask(mask, y)
-    if not (isinstance(resample, int) and resample >= 1):
-        raise ValueError(f"resample must be a whole number >= 1 (1: replacement only), got {resample}.")
-    den, extra = _edit_conditioning(den, class_cond, cfg_scale, len(y), device, prompt)
+    resample = _whole(resample, 'resample', span='>= 1 (1: replacement only)')
+    guided, extra = _edit_conditioning(den, class_cond, cfg_scale, len(y), device, prompt)
     gen = torch.Generator(device).manual_seed(seed)
-    den, run = KnownPixels(den, y, m, gen), SAMPLERS[sampler]
+    known, run = KnownPixels(guided, y, m, gen), SAMPLERS[sampler]
     sigmas = get_sigmas_karras(steps, sigma_min, sigma_max, rho, device)
     x = torch.randn(y.shape, generator=gen, device=device, dtype=y.dtype) * sigma_max
     kw = dict(extra_args=extra, generator=gen, **sampler_kwargs)
     with cpu_threads(threads, device), _eval_mode(den):              # the thread choice `sample` makes
-        if resample == 1: x = run(den, x, sigmas, callback=callback, **kw)
+        if resample == 1: x = run(known, x, sigmas, callback=callback, **kw)
         for i in range(steps if resample > 1 else 0):
             for r in range(resample):
                 cb = callback and (lambda d, i=i, r=r: callback({**d, 'i': i, 'round': r}))
-                x = run(den, x, sigmas[i:i + 2], callback=cb, **kw)
+                x = run(known, x, sigmas[i:i + 2], callback=cb, **kw)
                 if r < resample - 1:                                     # climb back to sigma_i, step again
                     noise = torch.randn(x.shape, generator=gen, device=device, dtype=x.dtype)
                     x = x + (sigmas[i] ** 2 - sigmas[i + 1] ** 2).sqrt() * noise
@@ -116,15 +141,15 @@ def img2img(denoiser, image, sigma_start:float=2., steps:int=25, seed:int=0, sam
             device=None, callback=None, prompt=None, threads:int=None, **sampler_kwargs):
     """SDEdit: noise `image` ([-1, 1]) to `sigma_start`, then denoise it with `steps` sampler steps
     (towards `prompt` for a text model)."""
-    den, device, y = _prepare(denoiser, image, steps, sampler, device)
+    den, device, steps, seed, y = _prepare(denoiser, image, steps, sampler, device, seed)
     if not sigma_min < sigma_start <= sigma_max:                        # also refuses NaN
         raise ValueError(f"sigma_start must lie in (sigma_min, sigma_max] = ({sigma_min:g}, {sigma_max:g}], "
                          f"got "
                          f"{sigma_start}: about 1-5 keeps the layout, {sigma_max:g} forgets the image.")
-    den, extra = _edit_conditioning(den, class_cond, cfg_scale, len(y), device, prompt)
+    guided, extra = _edit_conditioning(den, class_cond, cfg_scale, len(y), device, prompt)
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         sigmas = get_sigmas_karras(steps, sigma_min, sigma_start, rho, device)
         x = y + torch.randn(y.shape, generator=gen, device=device, dtype=y.dtype) * sigma_start
-        return SAMPLERS[sampler](den, x, sigmas, extra_args=extra, callback=callback, generator=gen,
+        return SAMPLERS[sampler](guided, x, sigmas, extra_args=extra, callback=callback, generator=gen,
                                  **sampler_kwargs)

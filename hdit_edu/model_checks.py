@@ -31,7 +31,7 @@ def check_input_size(config, size):
                          f"patch_size * 2**(levels-1) = {sh}x{sw} (e.g. height {ok(H, sh)}, "
                          f"width {ok(W, sw)}); "
                          f"resize/crop the images or change patch_size or the number of levels.")
-    for i, (lv, (h, w)) in enumerate(zip(config.levels, config.token_sizes((H, W)))):
+    for i, (lv, (h, w)) in enumerate(zip(config.levels, config.token_sizes((H, W)), strict=True)):
         if lv.attention == 'neighborhood' and lv.kernel_size > min(h, w):
             raise ValueError(f"level {i} has a {h}x{w} token map at image size {H}x{W}, smaller than its "
                              f"neighborhood kernel {lv.kernel_size}: use a smaller kernel_size, global "
@@ -65,7 +65,7 @@ def config_table(cfg):
     "The `HDiTConfig` `cfg` as a markdown table, one row per level."
     rows = ["| level | tokens | layers | width | d_ff | heads × d_head | attention |",
             "|---|---|---|---|---|---|---|"]
-    for i, (lv, (h, w)) in enumerate(zip(cfg.levels, cfg.token_sizes())):
+    for i, (lv, (h, w)) in enumerate(zip(cfg.levels, cfg.token_sizes(), strict=True)):
         layers = lv.depth if i == len(cfg.levels) - 1 else f'{lv.depth} + {lv.depth}'
         k, win = lv.kernel_size, lv.window_size
         att = {'neighborhood': f'neighborhood {k}×{k}', 'global': 'global',
@@ -175,3 +175,18 @@ def _load_weights(model, state_dict, source='state_dict'):
     on_meta = any(t.is_meta for t in own.values())
     model.load_state_dict(state_dict, strict=True, assign=on_meta)
     return model
+
+# %% ../nbs/appendix_model_checks.ipynb #71aa06f7
+def _nonfinite(named_tensors) -> list:
+    "Names of the floating-point tensors among `(name, tensor)` pairs that hold NaN or inf."
+    named = [(k, t) for k, t in named_tensors if torch.is_floating_point(t) and not t.is_meta]
+    if not named: return []
+    dev = named[0][1].device
+    ok = torch.stack([torch.isfinite(t).all().to(dev) for _, t in named]).tolist()   # one sync, not one per tensor
+    return [k for (k, _), good in zip(named, ok, strict=True) if not good]
+
+def _diverged(bad:list, what:str) -> str:
+    "The one-line message for weights (`what`: whose) holding NaN or inf in the tensors named `bad`."
+    names = ', '.join(bad[:3]) + (f' and {len(bad) - 3} more' if len(bad) > 3 else '')
+    return (f"{what} hold NaN or infinite values ({names}): the training that made them diverged; load an "
+            f"earlier checkpoint, or train again with a lower learning rate.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from .blocks import ATTENTION_TYPES
 from .model import HDiT, HDiTConfig, LevelConfig, hdit_b4
-from .model_checks import _load_weights
+from .model_checks import _load_weights, _nonfinite, _diverged
 
 # %% ../nbs/appendix_model_files.ipynb #a826c7b1
 def _stem(path):
@@ -54,6 +54,7 @@ def load_model(path, map_location='cpu'):
         raise FileNotFoundError(f"no model weights at {weights}: pass the path given to save_model (with or "
                                 f"without the .safetensors suffix).")
     state, meta = _read_safetensors(weights)
+    if bad := _nonfinite(state.items()): raise ValueError(_diverged(bad, f"the weights in {weights}"))
     text = config_file.read_text() if config_file.exists() else meta.get('config')
     if text is None:
         raise FileNotFoundError(f"no config for {weights}: expected {config_file} (written by save_model "
@@ -122,7 +123,7 @@ def config_from_k_diffusion(config:dict):
     if not (len(depths) == len(d_ffs) == len(self_attns) == len(dropout) == n):
         raise ValueError("widths, depths, d_ffs, self_attns and dropout_rate must have one entry per level.")
     levels = []
-    for depth, width, d_ff, sa, p in zip(depths, widths, d_ffs, self_attns, dropout):
+    for depth, width, d_ff, sa, p in zip(depths, widths, d_ffs, self_attns, dropout, strict=True):
         if sa['type'] not in ATTENTION_TYPES:
             raise ValueError(f"unsupported self attention type {sa['type']!r}.")
         kw = dict(d_head=sa.get('d_head', 64), kernel_size=sa.get('kernel_size', 7))

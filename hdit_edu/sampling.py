@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'GaussianMixtureDenoiser', 'get_sigmas_karras', 'to_d', 'sample_euler', 'sample_heun', 'sample_dpmpp_2m',
-           'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'CFGDenoiser', 'sample']
+           'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'CFGDenoiser', 'check_cfg_scale', 'sample']
 
 # %% ../nbs/08_sampling.ipynb #01cc1148
-import contextlib, math, numbers, operator
+import contextlib, math, operator, sys, warnings
 import torch
 from torch import nn
 from fastcore.basics import patch
 from .diffusion import Denoiser
 from .threads import cpu_threads
 from .text import BOS
+from .model_checks import check_input_size, _nonfinite, _diverged
 
 # %% ../nbs/08_sampling.ipynb #0178ee7a
 class GaussianMixtureDenoiser(nn.Module):
@@ -250,14 +251,132 @@ def _class_names(denoiser):
 
 @contextlib.contextmanager
 def _eval_mode(module):
-    "Evaluate `module` (when it is one) inside the block, then restore its training mode."
-    was_training = getattr(module, 'training', False)
-    if isinstance(module, nn.Module): module.eval()
+    "Evaluate `module` (when it is one) inside the block, then restore the training mode of each of its parts."
+    modes = [(m, m.training) for m in module.modules()] if isinstance(module, nn.Module) else []
+    for m, _ in modes: m.training = False
     try: yield module
     finally:
-        if was_training: module.train()
+        for m, mode in modes: m.training = mode
+
+# %% ../nbs/08_sampling.ipynb #0bd4561d
+def _whole(value, name:str, lo:int=1, hi:int=None, span:str=None) -> int:
+    "`value` as an int in [lo, hi]: ints, numpy integers and whole floats (2.0) count; else a one-line ValueError."
+    try: v = operator.index(value)                                  # int, numpy integer, integer 0-d tensor
+    except TypeError:
+        try: f = float(value)
+        except (TypeError, ValueError, RuntimeError): f = math.nan
+        v = int(f) if f.is_integer() else None                      # 2.0 counts; 2.5, nan and inf do not
+    if v is None or v < lo or (hi is not None and v > hi) or type(value).__name__ in ('bool', 'bool_'):
+        raise ValueError(f"{name} must be a whole number {span or f'>= {lo}'}, got {name}={value!r}.")
+    return v
+
+def _check_seed(seed) -> int:
+    "`seed` as an int that `torch.Generator.manual_seed` takes, or a one-line ValueError naming the range."
+    return _whole(seed, 'seed', -2 ** 63, 2 ** 64 - 1, 'from -2**63 to 2**64 - 1 (what torch.Generator takes)')
+
+def check_cfg_scale(cfg_scale) -> float:
+    """`cfg_scale` as a float from 0 to 100, else a one-line ValueError: the rule `sample`, `inpaint`, `img2img`
+    and the command line share. 0: unconditional, 1: no guidance, 3-10: strong guidance. The bound: at 100 about
+    half the pixels of the shipped model's samples already leave [-1, 1]; above it there is only saturation."""
+    try: cfg = float(cfg_scale)
+    except (TypeError, ValueError, RuntimeError): cfg = math.nan
+    if isinstance(cfg_scale, bool) or not 0 <= cfg <= 100:           # also refuses nan and inf
+        raise ValueError(f"cfg_scale must be a finite number from 0 to 100 (1: no guidance, 0: unconditional, "
+                         f"3-10: strong guidance), got {cfg_scale!r}.")
+    return cfg
+
+
+# %% ../nbs/08_sampling.ipynb #27b53cc0
+def _check_device(device, den) -> torch.device:
+    "`device` (None: the model's) as a `torch.device` that torch can use and the model is on, else a one-line error."
+    own = _device_of(den)
+    if device is None: return own
+    try: d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device={device!r} is not a device: use 'cpu', 'cuda', 'cuda:N' or 'mps', or leave "
+                         f"device=None (the model's device).") from None
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        built = torch.version.cuda is not None or getattr(torch.version, 'hip', None) is not None
+        why = 'no CUDA GPU is visible' if built else f'this PyTorch ({torch.__version__}) is built without CUDA'
+        raise ValueError(f"device={device!r}: {why}; use device='cpu' (or None: the model's device).")
+    if d.type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}: MPS (Apple GPU) is not available here; use device='cpu'.")
+    has_tensors = isinstance(den, nn.Module) and any(True for _ in [*den.parameters(), *den.buffers()][:1])
+    if has_tensors and (own.type != d.type or None not in (own.index, d.index) and own.index != d.index):
+        raise ValueError(f"device={device!r} but the model is on {own}: move it first (model.to({str(d)!r})) "
+                         f"or leave device=None.")
+    return d
+
+def _check_weights(den):
+    "A one-line ValueError if the model's weights hold NaN or inf (every sample would be NaN): one pass, at the edge."
+    bad = _nonfinite(den.named_parameters()) if isinstance(den, nn.Module) else []
+    if bad: raise ValueError(_diverged(bad, "the model's weights"))
+
+def _hdit_config(den):
+    "The `HDiTConfig` of the HDiT in `den` (a bare one or inside a `Denoiser`), or None for other denoisers."
+    cfg = getattr(getattr(den, 'model', den), 'config', None)
+    return cfg if hasattr(cfg, 'stride') else None
+
+def _warn(message:str):
+    "`warnings.warn`, pointing at the caller's own line: the first frame outside hdit_edu and torch."
+    f, level = sys._getframe(1), 2
+    while f.f_back is not None and f.f_globals.get('__name__', '').split('.')[0] in ('hdit_edu', 'torch'):
+        f, level = f.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+def _check_size(den, hw, what:str='size'):
+    "Error if `hw` images cannot go through the HDiT in `den`; warn if it was trained at another size."
+    cfg = _hdit_config(den)
+    if cfg is None: return
+    check_input_size(cfg, hw)                                       # sizes that cannot work at all: an error
+    (h, w), (H, W) = hw, cfg.input_size
+    if (h, w) != (H, W):
+        fix = f"pass size={H if H == W else (H, W)}" if what == 'size' else 'resize it (hdit_edu.data.image_transform)'
+        _warn(f"{what} {h}x{w}: this model was trained at {H}x{W} px (config.input_size) and makes poor images "
+              f"at other sizes; {fix}.")
+
+def _checked(denoiser, device, hw=None):
+    "The denoiser (a bare HDiT wrapped) and the device to run on, checked at the edge: device, weights, size."
+    den = _as_denoiser(denoiser)
+    device = _check_device(device, den)
+    _check_weights(den)
+    if hw is not None: _check_size(den, hw)
+    return den, device
+
+
+# %% ../nbs/08_sampling.ipynb #e67d55e7
+class _InModelDtype(nn.Module):
+    "`inner` called in its weights' dtype (bfloat16, float64, ...): floating inputs cast in, the answer cast back."
+    def __init__(self, inner, dtype):
+        super().__init__()
+        self.inner, self.dtype = inner, dtype
+
+    def forward(self, x, sigma, **cond):
+        cast = lambda t: t.to(self.dtype) if torch.is_tensor(t) and t.is_floating_point() else t
+        return self.inner(cast(x), cast(sigma), **{k: cast(v) for k, v in cond.items()}).to(x.dtype)
+
+def _in_model_dtype(den, dtype):
+    "`den` as samplers with states of `dtype` call it: wrapped when its weights have another dtype."
+    w = next((p.dtype for p in den.parameters() if p.is_floating_point()), None) if isinstance(den, nn.Module) else None
+    return den if w is None or w == dtype else _InModelDtype(den, w)
+
 
 # %% ../nbs/08_sampling.ipynb #da2b8a5f
+def _class_indices(class_cond, names, k:int):
+    "`class_cond` with class names (one, or in a list) replaced by their indices in `names`; a one-line error."
+    one = isinstance(class_cond, str)
+    if not (one or isinstance(class_cond, (list, tuple)) and any(isinstance(c, str) for c in class_cond)):
+        return class_cond
+    if not names:
+        raise ValueError(f"class_cond={class_cond!r} names a class, but this model carries no class names "
+                         f"(config.class_names): pass class indices 0..{k - 1}, or {k} for 'no class'.")
+    bad = [c for c in ([class_cond] if one else class_cond) if isinstance(c, str) and c not in names]
+    if bad:
+        raise ValueError(f"class_cond {bad[0]!r} is not a class of this model: use one of "
+                         f"{', '.join(map(repr, names))} (or 0..{k - 1}), or {k} for 'no class'.")
+    index = lambda c: list(names).index(c) if isinstance(c, str) else c
+    return index(class_cond) if one else [index(c) for c in class_cond]
+
 def _class_tensor(class_cond, n, num_classes, device, names=None):
     "Class labels as a `[n]` long tensor, checked against the model's classes (`num_classes` = 'no class')."
     if num_classes == 0:
@@ -267,7 +386,7 @@ def _class_tensor(class_cond, n, num_classes, device, names=None):
     if class_cond is None:
         raise ValueError(f"This model is class-conditional ({num_classes} classes): pass class_cond= an int or "
                          f"{n} class indices ({listed}), or {num_classes} for 'no class' (unconditional).")
-    c = torch.as_tensor(class_cond, device=device)
+    c = torch.as_tensor(_class_indices(class_cond, names, num_classes), device=device)
     if c.is_floating_point() or c.is_complex() or c.dtype == torch.bool:
         raise ValueError(f"class_cond must hold integer class indices, got dtype {c.dtype}.")
     c = c.long().expand(n) if c.ndim == 0 else c.long()
@@ -320,25 +439,34 @@ def _cond_args(den, n, device, class_cond=None, prompt=None, mapping_cond=None) 
                 text=_text_tensor(den, prompt, n, device), mapping_cond=_mapping_tensor(den, mapping_cond, n, device))
     return {k: v for k, v in args.items() if v is not None}
 
-def _guided(den, cfg_scale, cond:dict):
-    "`den` with classifier-free guidance against no class, the empty prompt or no image prompt, as `cond` has."
-    return CFGDenoiser(den, cfg_scale, _num_classes(den), 'text' in cond, 'mapping_cond' in cond)
+def _guided(den, cfg_scale:float, cond:dict, asked=(True,)):
+    """What the samplers call: `den` in its weights' dtype, with classifier-free guidance (`cfg_scale` != 1) against
+    no class, the empty prompt or no image prompt, as `cond` has; `asked`: the conditions the caller passed."""
+    run = _in_model_dtype(den, torch.get_default_dtype())
+    if cfg_scale == 1.: return run
+    if cond and cfg_scale != 0. and all(a is None for a in asked): raise ValueError(_unguided(den, cfg_scale, cond))
+    return CFGDenoiser(run, cfg_scale, _num_classes(den), 'text' in cond, 'mapping_cond' in cond)
+
+def _unguided(den, cfg_scale, cond:dict) -> str:
+    "The one-line error for guidance with no class or prompt to guide towards (it would change nothing)."
+    k, names = _num_classes(den), _class_names(den)
+    listed = ', '.join(f'{i} {nm}' for i, nm in enumerate(names)) if names else f'0..{k - 1}'
+    asks = [f'class_cond= ({listed})'] * ('class_cond' in cond) + ['prompt='] * ('text' in cond)
+    asks += ['mapping_cond='] * ('mapping_cond' in cond)
+    return (f"cfg_scale={cfg_scale:g} guides towards a class or prompt, but none was given (guidance towards "
+            f"'no condition' changes nothing): pass {' or '.join(asks)}, or leave cfg_scale=1.")
 
 # %% ../nbs/08_sampling.ipynb #17a88162
-def _check_args(n, size, sampler, steps, cfg_scale):
-    "`(n, (h, w), cfg_scale)` from `sample`'s plain arguments, or a one-line ValueError naming the argument."
-    try: n_ok = not isinstance(n, bool) and operator.index(n) >= 1
-    except TypeError: n_ok = False
-    if not n_ok: raise ValueError(f"n (the number of images) must be a positive integer, got n={n!r}.")
+def _check_args(n, size, sampler, steps, cfg_scale, seed):
+    "`(n, (h, w), steps, cfg_scale, seed)` from `sample`'s plain arguments, or a one-line ValueError naming one."
+    n = _whole(n, 'n', span='>= 1 (the number of images)')
     if sampler not in SAMPLERS: raise ValueError(f"Unknown sampler {sampler!r}: use one of {list(SAMPLERS)}.")
-    if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}.")
-    hw = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
-    if len(hw) != 2 or min(hw) < 1: raise ValueError(f"size must be an int or (height, width) >= 1, got {size!r}.")
-    try: cfg = float(cfg_scale)
-    except (TypeError, ValueError): cfg = float('nan')
-    if not math.isfinite(cfg):
-        raise ValueError(f"cfg_scale must be a finite number (1: no guidance, 0: unconditional), got {cfg_scale!r}.")
-    return operator.index(n), hw, cfg
+    steps = _whole(steps, 'steps')
+    hw = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    try: hw = tuple(_whole(s, 'size') for s in hw)
+    except ValueError: hw = ()
+    if len(hw) != 2: raise ValueError(f"size must be an int or (height, width), each >= 1, got size={size!r}.")
+    return n, hw, steps, check_cfg_scale(cfg_scale), _check_seed(seed)
 
 # %% ../nbs/08_sampling.ipynb #07147cc1
 def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', steps:int=50,
@@ -346,16 +474,15 @@ def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', st
            prompt=None, mapping_cond=None, device=None, callback=None, rho:float=7., threads:int=None,
            **sampler_kwargs):
     "`n` images `[n, channels, h, w]` (about in [-1, 1]) from `denoiser`; prompts: `prompt`, `mapping_cond`."
-    n, (h, w), cfg_scale = _check_args(n, size, sampler, steps, cfg_scale)
-    den = _as_denoiser(denoiser)
-    device = torch.device(device) if device is not None else _device_of(den)
+    n, (h, w), steps, cfg_scale, seed = _check_args(n, size, sampler, steps, cfg_scale, seed)
+    den, device = _checked(denoiser, device, (h, w))        # bare HDiT wrapped; device, weights, size checked
     extra_args = _cond_args(den, n, device, class_cond, prompt, mapping_cond)   # checked; the text page
-    if cfg_scale != 1.: den = _guided(den, cfg_scale, extra_args)   # raises for an unconditional model
+    run = _guided(den, cfg_scale, extra_args, (class_cond, prompt, mapping_cond))   # guided if cfg_scale != 1
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         x = torch.randn((n, channels, h, w), generator=gen, device=device) * sigma_max
         sigmas = get_sigmas_karras(steps, sigma_min, sigma_max, rho, device)
-        return SAMPLERS[sampler](den, x, sigmas, extra_args=extra_args, callback=callback, generator=gen,
+        return SAMPLERS[sampler](run, x, sigmas, extra_args=extra_args, callback=callback, generator=gen,
                                  **sampler_kwargs)
 
 # %% ../nbs/08_sampling.ipynb #f763d80e

@@ -44,10 +44,31 @@ def _notebook_stems():
     return sorted(p.stem for p in NBS.glob('*.ipynb'))
 
 
+def _sidebar_order():
+    "Page stems in nbs/sidebar.yml's order (custom_sidebar = True: the file is committed, not generated)."
+    import yaml
+    contents = yaml.safe_load((NBS / 'sidebar.yml').read_text())['website']['sidebar']['contents']
+    return [Path(c).stem for c in contents]
+
+
+def test_sidebar_lists_the_appendix_in_the_home_pages_order_and_titles():
+    "The appendix in the sidebar comes in the home page's order, and each page's title is the home page's name for it."
+    import re
+    idx = json.loads((NBS / 'index.ipynb').read_text())
+    text = '\n'.join(''.join(c['source']) for c in idx['cells'] if c['cell_type'] == 'markdown')
+    table = text[text.index('| appendix | what | module |'):].split('\n\n')[0]
+    home = re.findall(r'\| \[([^\]]+)\]\((appendix_\w+)\.ipynb\)', table)
+    assert [stem for _, stem in home] == [s for s in _sidebar_order() if s.startswith('appendix_')]
+    for name, stem in home:
+        title = ''.join(json.loads((NBS / f'{stem}.ipynb').read_text())['cells'][0]['source']).splitlines()[0]
+        assert title.lower() == f'# appendix: {name}'.lower(), (stem, title)
+
+
 def test_every_notebook_has_a_page_in_reading_order(pages):
     stems = _notebook_stems()
     assert sorted(pages) == stems
-    order = ['index'] + [s for s in stems if s != 'index']  # the home page, then 00, 01, ... (nbdev's sidebar order)
+    order = _sidebar_order()                                 # the home page, the course, then the appendix
+    assert sorted(order) == stems                             # the sidebar lists every page once
     for stem, soup in pages.items():
         nav = [a['href'] for a in soup.select('nav.sidebar ol.pages > li > a')]
         assert nav == [f'{s}.html' for s in order], stem

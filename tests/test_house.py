@@ -118,3 +118,16 @@ def test_ruff_clean():
         path, row = line.split(':')[:2]
         return 'E501' in line and Path(path).read_text().splitlines()[int(row) - 1].startswith('__all__ = [')
     assert [line for line in found if not generated_all(line)] == []
+
+
+def test_the_home_page_map_matches_the_imports():
+    "The home page's layer table lists every module once, in an order in which each imports only earlier ones."
+    import json, re
+    cells = json.loads((PKG.parent / 'nbs' / 'index.ipynb').read_text())['cells']
+    text = '\n'.join(''.join(c['source']) for c in cells if c['cell_type'] == 'markdown')
+    table = text[text.index('| layer | modules, in order |'):].split('\n\n')[0]
+    order = [m for row in table.splitlines()[2:] for m in re.findall(r'`(\w+)`', row.split('|')[2])]
+    graph = import_graph(); graph.pop('__init__', None)
+    assert sorted(order) == sorted(graph), set(order) ^ set(graph)
+    pos = {m: i for i, m in enumerate(order)}
+    assert [f'{m} imports {d}' for m in order for d in graph[m] if d != '__init__' and pos[d] > pos[m]] == []

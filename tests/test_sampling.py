@@ -185,7 +185,7 @@ def _one_line_error(fn, *words):
 def test_sample_checks_its_arguments_with_one_line_messages():
     mix, uncond = _mix(), GaussianMixtureDenoiser(torch.zeros(1, 3, 8, 8), 0.2)
     for n in (-2, 0):
-        _one_line_error(lambda n=n: sample(mix, n, 8, class_cond=0), f'n={n}', 'positive integer')
+        _one_line_error(lambda n=n: sample(mix, n, 8, class_cond=0), f'n={n}', 'whole number >= 1')
     _one_line_error(lambda: sample(mix, 2.5, 8, class_cond=0), 'n=2.5')
     _one_line_error(lambda: sample(mix, True, 8, class_cond=0), 'n=True')
     _one_line_error(lambda: sample(mix, 2, 0, class_cond=0), 'size')
@@ -212,7 +212,8 @@ def test_sample_accepts_int_numpy_and_tensor_labels_and_counts():
         assert torch.equal(sample(mix, 2, 8, steps=3, class_cond=same, seed=0), a), same
     assert torch.equal(sample(mix, np.int64(2), (8, 8), steps=3, class_cond=1, seed=0), a)
     assert sample(mix, 1, 8, steps=2, class_cond=3, cfg_scale=np.float32(2.)).shape == (1, 3, 8, 8)
-    assert torch.isfinite(sample(mix, 1, 8, steps=2, class_cond=0, cfg_scale=-1)).all()  # negative guidance is allowed
+    assert torch.equal(sample(mix, 2.0, 8, steps=np.int64(3), class_cond=1, seed=0), a)   # whole floats count
+    _one_line_error(lambda: sample(mix, 1, 8, steps=2, class_cond=0, cfg_scale=-1), 'from 0 to 100', '-1')
 
 
 def test_sample_names_the_classes_a_model_carries():
