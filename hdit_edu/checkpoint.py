@@ -201,7 +201,7 @@ def _multi_cpu() -> bool:
     return not torch.cuda.is_available() and int(os.environ.get('WORLD_SIZE', '1')) > 1
 
 def make_accelerator(config):
-    "The `accelerate.Accelerator` for a `TrainConfig`: device, processes, precision, accumulation, compilation."
+    "The `accelerate.Accelerator` for a `TrainConfig`: device, processes, precision, accumulation, compiling."
     from accelerate import Accelerator, DataLoaderConfiguration
     from accelerate.utils import DistributedDataParallelKwargs
     return Accelerator(cpu=_multi_cpu(), mixed_precision=_default_mixed_precision(config.mixed_precision),

@@ -29,11 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         options(sub.add_parser(name, formatter_class=HelpFormatter, help=help, description=description))
     add('train', train_options, 'train a small HDiT (resumes from --out if it holds a checkpoint)',
         'Train a small HDiT. Writes samples.png, real.png, loss.png and checkpoints/ to --out. Running the '
-        'same command again resumes from the newest checkpoint in --out. Ctrl-C saves a checkpoint, stops. '
+        'same command again resumes from the newest checkpoint in --out. No time limit unless --minutes; '
+        'Ctrl-C saves a checkpoint and stops. '
         'Multi-GPU: accelerate launch / torchrun (see the README); --batch-size is global.')
     add('sample', sample_options, 'draw a grid of samples from a checkpoint or a pretrained model',
         'Draw samples from a training run directory, a checkpoint directory, a model file written by '
-        "save_model, or a pretrained model's name (e.g. openmoji64), and save them as a PNG grid.")
+        "save_model, or a pretrained model's name (default: the shipped openmoji64), and save them as a PNG grid.")
     add('inpaint', inpaint_options, 'repaint the white part of --mask in --image',
         'Paint the pixels of --image where --mask is white; the others come back unchanged.')
     add('img2img', img2img_options, 'noise --image to --sigma-start and denoise it (SDEdit)',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix_cli.ipynb #3427c30f
 from __future__ import annotations
-import argparse, errno, re, sys, warnings
+import argparse, errno, math, os, re, sys, tempfile, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,12 +13,13 @@ from PIL import Image
 
 from .threads import cpu_count
 from .fast_attention import describe_backend
+from .sampling import check_cfg_scale
 from .checkpoint import list_checkpoints
 
 # %% auto #0
-__all__ = ['positive_int', 'nonneg_int', 'count', 'minutes', 'cfg_scale', 'ema_power', 'OneLineParser', 'HelpFormatter',
-           'fraction', 'thread_count', 'torch_device', 'check_device', 'check_out_folder', 'check_out_image',
-           'write_error', 'option_error', 'one_line_warnings', 'attention_line']
+__all__ = ['positive_int', 'nonneg_int', 'count', 'minutes', 'ema_power', 'OneLineParser', 'HelpFormatter', 'fraction',
+           'cfg_scale', 'learning_rate', 'random_seed', 'thread_count', 'torch_device', 'check_device',
+           'check_out_folder', 'check_out_image', 'write_error', 'option_error', 'one_line_warnings', 'attention_line']
 
 # %% ../nbs/appendix_cli.ipynb #d97b8e06
 class OneLineParser(argparse.ArgumentParser):
@@ -43,10 +44,13 @@ def _int_at_least(lo:int, note:str=''):
         return v
     return parse
 
+def _number(s, what:str) -> float:
+    try: return float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f'expected {what}, got {s!r}') from None
+
 def _float_at_least_0(what:str, note:str):
     def parse(s):
-        try: v = float(s)
-        except ValueError: raise argparse.ArgumentTypeError(f'expected {what}, got {s!r}') from None
+        v = _number(s, what)
         if not v >= 0: raise argparse.ArgumentTypeError(f'must be >= 0 ({note}), got {s}')   # refuses NaN too
         return v
     return parse
@@ -54,7 +58,6 @@ def _float_at_least_0(what:str, note:str):
 # %% ../nbs/appendix_cli.ipynb #975b4fdb
 positive_int, nonneg_int, count = _int_at_least(1), _int_at_least(0, ' (0: auto)'), _int_at_least(0)
 minutes = _float_at_least_0('a number of minutes', '0: no limit')
-cfg_scale = _float_at_least_0('a number', '1: no guidance, 0: unconditional, above 1: stronger guidance')
 ema_power = _float_at_least_0('a number', 'higher: a longer EMA memory')
 
 # %% ../nbs/appendix_cli.ipynb #590528ed
@@ -63,6 +66,31 @@ def fraction(s):
     try: v = float(s)
     except ValueError: raise argparse.ArgumentTypeError(f'expected a number from 0 to 1, got {s!r}') from None
     if not 0 <= v <= 1: raise argparse.ArgumentTypeError(f'must be from 0 to 1, got {s}')
+    return v
+
+# %% ../nbs/appendix_cli.ipynb #8918f4df
+def cfg_scale(s) -> float:
+    "`--cfg-scale`: the library's rule for the guidance scale (`check_cfg_scale`), in the option's words."
+    v = _number(s, 'a number')
+    try: return check_cfg_scale(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix('cfg_scale ').rstrip('.')) from None
+
+# %% ../nbs/appendix_cli.ipynb #fd65944e
+def learning_rate(s) -> float:
+    "`--lr`: a finite number above 0."
+    v = _number(s, 'a learning rate such as 2e-3')
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f'must be a finite number > 0, such as 2e-3, got {s}')
+    return v
+
+# %% ../nbs/appendix_cli.ipynb #3eba4e32
+def random_seed(s) -> int:
+    "`--seed`: a whole number from 0 to 2**63 - 1 (what every random generator here takes)."
+    try: v = int(s)
+    except ValueError: v = -1
+    if not 0 <= v < 2 ** 63:
+        raise argparse.ArgumentTypeError(f'must be a whole number from 0 to 2**63 - 1 ({2 ** 63 - 1}), got {s}')
     return v
 
 # %% ../nbs/appendix_cli.ipynb #d1e65471
@@ -96,23 +124,43 @@ def check_device(d:torch.device) -> torch.device:
     return d
 
 # %% ../nbs/appendix_cli.ipynb #da9ddb7f
+def _check_writable(p:Path, out):
+    "One-line ValueError unless files can be created in the folder `p` (made with its parents if missing)."
+    q = p
+    while not q.exists() and q != q.parent: q = q.parent                     # the nearest one that exists
+    if not q.is_dir(): raise ValueError(f'--out {out}: {q} is a file, not a folder: pass another --out')
+    try: tempfile.TemporaryFile(dir=q).close()                                 # nameless: nothing left behind
+    except OSError as e:
+        fix = 'make it writable or pass' if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 'pass'
+        raise ValueError(f'--out {out}: cannot create files in {q} ({e.strerror}): {fix} another --out') from None
+
 def check_out_folder(out) -> Path:
-    "`train`'s `--out`: a folder, or a name for one (it is created); an existing file is an error."
+    "`train`'s `--out`: a folder, or a name for one (it is created) where files can be written; else one line."
     p = Path(out).expanduser()
     if p.exists() and not p.is_dir():
         raise ValueError(f'--out {out} is a file, but train writes a folder of checkpoints and pictures: '
                          'pass a folder name (it is created if missing)')
+    _check_writable(p, out)
     return p
 
 # %% ../nbs/appendix_cli.ipynb #a0031684
-def check_out_image(out) -> Path:
-    "The `--out` of a command that writes one image: not a folder, with a file type Pillow can write."
+def check_out_image(out, inputs:dict|None=None) -> Path:
+    """The `--out` of a command that writes one image: not a folder, a file type Pillow can write, a place where it
+    can be written, and none of the command's `inputs` (`{'--image': path, ...}`), which it would replace."""
     p = Path(out).expanduser()
     if p.is_dir():
         raise ValueError(f'--out {out} is a folder: pass an image file name such as {p / "out.png"}')
     Image.init()
     if p.suffix.lower() not in Image.registered_extensions():
         raise ValueError(f'--out {out}: unknown image type {p.suffix!r}: use a name ending in .png')
+    for flag, path in (inputs or {}).items():
+        if path is not None and p.exists() and Path(path).expanduser().exists() \
+                and os.path.samefile(p, Path(path).expanduser()):
+            raise ValueError(f'--out {out} is also the {flag}: writing it would replace your input; pass '
+                             f'another --out, such as {p.with_name(f"{p.stem}-new{p.suffix}")}')
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f'--out {out} exists and is read-only: pass another --out')
+    _check_writable(p.parent, out)
     return p
 
 # %% ../nbs/appendix_cli.ipynb #d6f48034
@@ -154,7 +202,10 @@ def one_line_warnings(command, args):
         return command(args)
 
 # %% ../nbs/appendix_cli.ipynb #7fc53d00
-def attention_line(attention:str, device) -> str:
-    "One line saying which attention runs on the fine level (for neighborhood attention: which kernels)."
-    fine = describe_backend(device) if attention == 'neighborhood' else f'{attention} attention'
-    return f'Attention: fine level {fine}; coarse level global attention.'
+def attention_line(attention:str, device, verbose:bool=False) -> str:
+    "Which attention runs on the fine level, in a few words (`verbose`: which kernels, and why not the others)."
+    if attention != 'neighborhood': return f'attention: {attention} on {torch.device(device).type}'
+    line = describe_backend(device)
+    if verbose: return f'attention: fine level {line}; coarse level global attention.'
+    short = re.sub(r'\s*\([^()]*\)', '', line).split(';')[0]                 # no details, no 'not used: ...'
+    return 'attention: ' + short.replace('neighborhood attention: ', 'neighborhood, ')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix_cli_sample.ipynb #c174c733
 from __future__ import annotations
-import time
+import json, time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,10 +17,11 @@ from .diffusion import Denoiser
 from .model_checks import check_class_labels
 from .sampling import sample, SAMPLERS, CFGDenoiser
 from .data import image_grid, image_transform, pil_to_tensor, tensor_to_pil, to_rgb
+from .model_files import PRETRAINED_DIR, pretrained_models
 from .checkpoint import load_checkpoint_model, checkpoint_sigma_data
 from .editing import inpaint, img2img
 from .prompts import image_prompt_embedding
-from .cli_args import (positive_int, cfg_scale, thread_count, torch_device, check_device,
+from .cli_args import (positive_int, cfg_scale, random_seed, thread_count, torch_device, check_device,
                                check_out_image, option_error, attention_line)
 
 # %% auto #0
@@ -28,17 +29,30 @@ __all__ = ['sample_options', 'inpaint_options', 'img2img_options', 'loaded_model
            'img2img_command']
 
 # %% ../nbs/appendix_cli_sample.ipynb #b576bb7a
-def _model_source_options(s, required:bool=True):
-    s.add_argument('--checkpoint', required=required, default=None if required else 'openmoji64',
+def _model_source_options(s):
+    s.add_argument('--checkpoint', default='openmoji64',
                    help='run dir (or its checkpoints/ folder), checkpoint dir, model .safetensors, '
                         'or pretrained name')
 
 def _run_options(s):
     s.add_argument('--raw', action='store_true',
-                   help='use the raw weights instead of the EMA (training checkpoints)')
+                   help='use the raw weights instead of the EMA (a training run or checkpoint folder)')
     s.add_argument('--device', type=torch_device, default=None,
                    help="'cpu', 'cuda', 'cuda:1', 'mps' (default: cuda if available)")
     s.add_argument('--threads', type=thread_count, default=0, help='CPU threads for PyTorch (0: auto)')
+    s.add_argument('--verbose', action='store_true', help='say which attention kernels run, and why')
+
+def _shipped_class_names() -> list:
+    "The class names of the shipped `openmoji64`, from its config file (the help loads no model)."
+    try: return json.loads((PRETRAINED_DIR / 'openmoji64.json').read_text()).get('class_names') or []
+    except (OSError, ValueError): return []
+
+def _class_option(s, default:str):
+    names = ', '.join(f'{i} {n}' for i, n in enumerate(_shipped_class_names()))
+    s.add_argument('--class', dest='class_label', type=_class_value, default=None, metavar='CLASS',
+                   help=f"a class number or name{f' (openmoji64: {names})' if names else ''}; default: {default}")
+
+def _class_value(s): return int(s) if s.strip().lstrip('-').isdigit() else s.strip()
 
 # %% ../nbs/appendix_cli_sample.ipynb #5fb8f5b9
 def sample_options(s):
@@ -46,10 +60,9 @@ def sample_options(s):
     _model_source_options(s)
     s.add_argument('--n', type=positive_int, default=16, help='number of samples')
     s.add_argument('--steps', type=positive_int, default=50, help='sampler steps (model evaluations)')
-    s.add_argument('--seed', type=int, default=0, help='seed of the initial noise and the SDE noise')
+    s.add_argument('--seed', type=random_seed, default=0, help='seed of the initial noise and the SDE noise')
     s.add_argument('--sampler', default='dpmpp_3m_sde', choices=sorted(SAMPLERS), help='sampling method')
-    s.add_argument('--class', dest='class_label', type=int, default=None,
-                   help='class index for every sample (default: cycle over the classes)')
+    _class_option(s, 'cycle over the classes')
     s.add_argument('--prompt', action='append', help="what a text model draws, e.g. 'fox' (several cycle)")
     s.add_argument('--image-prompt', default=None, metavar='PICTURE',
                    help='draw variations of this picture (a model trained with train --image-prompt)')
@@ -60,12 +73,11 @@ def sample_options(s):
 
 # %% ../nbs/appendix_cli_sample.ipynb #8babb09a
 def _edit_options(e, out:str):
-    _model_source_options(e, required=False)
+    _model_source_options(e)
     e.add_argument('--image', required=True, help='image file, the size the model makes (openmoji64: 64x64)')
     e.add_argument('--steps', type=positive_int, default=25, help='sampler steps')
-    e.add_argument('--seed', type=int, default=0, help='seed of the noise')
-    e.add_argument('--class', dest='class_label', type=int, default=None,
-                   help="class index to paint or turn the image into (default: 'no class')")
+    e.add_argument('--seed', type=random_seed, default=0, help='seed of the noise')
+    _class_option(e, "'no class'")
     e.add_argument('--prompt', action='append', help="what a text model should paint, e.g. 'fox'")
     e.add_argument('--cfg-scale', type=cfg_scale, default=1., help='classifier-free guidance (1: none)')
     _run_options(e)
@@ -116,14 +128,26 @@ def _mask_tensor(path, size) -> torch.Tensor:
     return m
 
 # %% ../nbs/appendix_cli_sample.ipynb #ab0ba4cf
+def _class_index(label, model) -> int:
+    "`--class` as a class number of `model`: a number it has, or one of its `config.class_names`."
+    k, names = model.num_classes, [str(n) for n in (getattr(model.config, 'class_names', None) or [])]
+    listed = ', '.join(f'{i} {n}' for i, n in enumerate(names))
+    if isinstance(label, str):
+        if label.lower() in (low := [n.lower() for n in names]): return low.index(label.lower())
+        if not names: raise ValueError(f'--class {label}: this model has no class names: pass a number from 0 '
+                                       f'to {k - 1}')
+        raise ValueError(f'--class {label} is not a class of this model: pass one of {listed} (name or number)')
+    with option_error(f'--class must be in [0, {k}) for this model' + (f' ({listed})' if names else '')):
+        check_class_labels([label], k, null_ok=False)
+    return label
+
 def _check_conditioning(args, model):
     "`--class`, `--prompt` and `--cfg-scale` checked against `model` by the library, in the options' words."
     k, text = model.num_classes, model.text_encoder is not None
     if args.class_label is not None:
         if not k: raise ValueError('--class needs a class-conditional model; this one has no classes' +
                                    (': describe the picture with --prompt instead' if text else ''))
-        with option_error(f'--class must be in [0, {k}) for this model'):
-            check_class_labels([args.class_label], k, null_ok=False)
+        args.class_label = _class_index(args.class_label, model)
     if getattr(args, 'prompt', None) and not text:
         raise ValueError('--prompt needs a text model (e.g. --checkpoint openmoji-text); this one has none' +
                          (': pick a class with --class' if k else ''))
@@ -135,14 +159,28 @@ def _check_conditioning(args, model):
             CFGDenoiser(model, args.cfg_scale, num_classes=k, text=text, mapping=image)
 
 # %% ../nbs/appendix_cli_sample.ipynb #2530a750
+def _check_raw(args):
+    "`--raw` needs a training run or checkpoint folder: a model file or a pretrained model holds one set of weights."
+    p = Path(args.checkpoint).expanduser()
+    if not args.raw or p.is_dir(): return
+    what = ('a model file' if p.exists() or Path(f'{p}.safetensors').exists() else
+            'a pretrained model' if args.checkpoint in pretrained_models() else None)
+    if what: raise ValueError(f'--raw picks the raw (not EMA) weights of a training run, but --checkpoint '
+                              f'{args.checkpoint} is {what}, with one set of weights: leave out --raw, or pass '
+                              'a run folder')
+
 @contextmanager
 def loaded_model(args):
     "The model, its `Denoiser` and device from `--checkpoint`, `--device`, `--threads`, for a `with` block."
     device = check_device(args.device or torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
-    check_out_image(args.out)
+    inputs = {f: getattr(args, f[2:].replace('-', '_'), None) for f in ('--image', '--mask', '--image-prompt')}
+    check_out_image(args.out, inputs)
+    _check_raw(args)
+    for flag, path in inputs.items():
+        if path is not None: _read_image(path, flag)                # a missing input costs no loading time
     with cpu_threads(args.threads or None, device):
         model = load_checkpoint_model(args.checkpoint, ema=not args.raw, map_location=device)
-        print(attention_line(model.config.levels[0].attention, device), flush=True)
+        print(attention_line(model.config.levels[0].attention, device, args.verbose), flush=True)
         _check_conditioning(args, model)
         yield model, Denoiser(model, sigma_data=checkpoint_sigma_data(args.checkpoint)), device
 

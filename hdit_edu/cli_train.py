@@ -4,7 +4,7 @@
 
 # %% ../nbs/appendix_cli_train.ipynb #61e412b7
 from __future__ import annotations
-import time
+import os, time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,10 +16,10 @@ from .text import WordTokenizer
 from .data import (ImageDataset, openmoji_dataset, openmoji_text_dataset, image_folder_dataset,
                            load_hf_dataset)
 from .checkpoint import ConfigMismatchError, list_checkpoints
-from .training import Trainer, TrainConfig, LR_SCHEDULES
+from .training import Trainer, TrainConfig, TrainingDivergedError, LR_SCHEDULES
 from .prompts import image_prompt_embedding
-from .cli_args import (positive_int, nonneg_int, count, minutes, fraction, ema_power, thread_count,
-                               check_out_folder, attention_line)
+from .cli_args import (positive_int, nonneg_int, count, minutes, fraction, ema_power, learning_rate,
+                               random_seed, thread_count, check_out_folder, attention_line)
 
 # %% auto #0
 __all__ = ['train_options', 'build_trainer', 'train_command']
@@ -50,10 +50,11 @@ def _training_options(t):
     o, pos = t.add_argument_group('training'), positive_int
     o.add_argument('--out', default='runs/openmoji', help='run directory: checkpoints, samples, loss curve')
     o.add_argument('--steps', type=pos, default=3000, help='train until this many optimizer steps in total')
-    o.add_argument('--minutes', type=minutes, default=10., help='stop after this many minutes (0: no limit)')
+    o.add_argument('--minutes', type=minutes, default=None,
+                   help='stop after this many minutes with a checkpoint; run again to go on (default: no limit)')
     o.add_argument('--batch-size', type=pos, default=32, help='global batch size (all processes together)')
     o.add_argument('--grad-accum', type=pos, default=1, help='gradient accumulation micro-batches per step')
-    o.add_argument('--lr', type=float, default=2e-3, help='AdamW learning rate (mapping network: lr/3)')
+    o.add_argument('--lr', type=learning_rate, default=2e-3, help='AdamW learning rate (mapping network: lr/3)')
     o.add_argument('--lr-schedule', default='cosine', choices=list(LR_SCHEDULES),
                    help="'cosine': decay to lr * --lr-final at --steps; 'constant': the paper's")
     o.add_argument('--warmup-steps', type=count, default=100, help='linear lr warm-up over N steps')
@@ -61,7 +62,7 @@ def _training_options(t):
     o.add_argument('--ema-power', type=ema_power, default=0.75,
                    help='EMA warm-up power (higher: longer memory)')
     o.add_argument('--no-hflip', action='store_true', help='no random horizontal flips')
-    o.add_argument('--seed', type=int, default=0, help='seed for the initial weights, data order and noise')
+    o.add_argument('--seed', type=random_seed, default=0, help='seed for the initial weights, data order and noise')
     o.add_argument('--cond-dropout', type=float, default=0.1, help='fraction of labels dropped (for CFG)')
     o.add_argument('--sample-every', type=pos, default=None,
                    help='sample grid every N steps (default: at the end)')
@@ -75,6 +76,7 @@ def _training_options(t):
                    help='CPU threads for PyTorch (0: auto = the cores not already busy, at least 1)')
     o.add_argument('--no-resume', action='store_true', help='refuse to continue an existing run in --out')
     o.add_argument('--quiet', action='store_true', help='no progress output')
+    o.add_argument('--verbose', action='store_true', help='say which attention kernels run, and why')
 
 # %% ../nbs/appendix_cli_train.ipynb #becc7fba
 def train_options(t):
@@ -148,25 +150,47 @@ def build_trainer(args) -> Trainer:
         mapping_cond=image_prompt_embedding if args.image_prompt else None)
 
 # %% ../nbs/appendix_cli_train.ipynb #e0ced53f
+def _plan_line(args) -> str:
+    "What `hdit-edu train` is about to do, from its options alone (printed before the slow setup)."
+    limit = f'stopping after {args.minutes:g} minutes' if args.minutes else 'no time limit'
+    data = args.data + (f' ({args.subset})' if args.data == 'openmoji' and args.subset != 'default' else '')
+    return (f'hdit-edu train: {data} at {args.size}px; HDiT width {args.width}, depths {args.depths[0]} '
+            f'{args.depths[1]}, {args.attention} attention; batch {args.batch_size}, {args.steps} steps, {limit}; '
+            f'output {args.out}')
+
+def _main_process() -> bool:
+    "Whether this is the first process of the run (torchrun and accelerate launch set RANK), before Accelerate."
+    return os.environ.get('RANK', '0') == '0'
+
+def _diverged_message(e:TrainingDivergedError, args) -> str:
+    "The trainer's line about a diverged run (NaN or infinite loss), with its advice in the options' words."
+    good = list_checkpoints(args.out)
+    where = (f', and another --out (the last good checkpoint, {good[-1]}, is kept)' if good else
+             ' (no checkpoint was written)')
+    fp16 = ', or --mixed-precision bf16' if args.mixed_precision == 'fp16' else ''
+    return (f"{str(e).split(';')[0]}: the learning rate --lr {args.lr:g} is most likely too high for this model "
+            f"and batch: train again with a smaller one, e.g. --lr {min(args.lr / 10, 2e-3):g}{fp16}{where}")
+
+# %% ../nbs/appendix_cli_train.ipynb #47baa8c0
 def train_command(args) -> Trainer:
     "`hdit-edu train`: build data and model from `args`, then train (resuming from `args.out` if possible)."
     if args.size % 16:
         raise ValueError(f'--size must be a multiple of 16 (patching and one 2x2 merge), got {args.size}')
     check_out_folder(args.out)
+    if _main_process(): print(_plan_line(args), flush=True)
     t0 = time.time()
     with cpu_threads(args.threads or None) as threads:
         trainer = build_trainer(args)
         acc, ds, n = trainer.accelerator, trainer.dataset, sum(p.numel() for p in trainer.model.parameters())
         if acc.is_main_process:
-            print(f'hdit-edu train: {len(ds)} images at {args.size}px, '
-                  f'{"captions" if ds.texts else f"{ds.num_classes} classes"}; '
-                  f'HDiT with {n / 1e6:.2f}M parameters; global batch {args.batch_size} on '
-                  f'{acc.num_processes} process(es), {acc.device}, mixed precision {acc.mixed_precision}, '
-                  f'{threads} CPU thread(s); output {args.out}', flush=True)
-            print(attention_line(args.attention, acc.device), flush=True)
+            print(f'{len(ds)} images, {"captions" if ds.texts else f"{ds.num_classes} classes"}; '
+                  f'HDiT with {n / 1e6:.2f}M parameters; {acc.num_processes} process(es), {acc.device}, '
+                  f'mixed precision {acc.mixed_precision}, {threads} CPU thread(s)', flush=True)
+            print(attention_line(args.attention, acc.device, args.verbose), flush=True)
             if not list_checkpoints(args.out): print(f'Starting a new run in {args.out}.', flush=True)
         try: trainer.fit()
         except ConfigMismatchError as e: raise ValueError(_mismatch_message(e, trainer, args.out)) from None
+        except TrainingDivergedError as e: raise ValueError(_diverged_message(e, args)) from None
     if acc.is_main_process:
         last = trainer.losses[-20:]
         done = (f'{trainer.images_per_s:.1f} images/s in this session' if trainer.session_steps > 0 else

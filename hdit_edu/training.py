@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_training.ipynb #42445951
 from __future__ import annotations
-import copy, math, signal, sys, threading, time
+import copy, math, os, signal, sys, tempfile, threading, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
@@ -17,11 +17,11 @@ from safetensors.torch import load_file
 
 from .threads import cpu_threads
 from .randomness import seed_for, step_draws, DRAW_STREAM, StreamSampler
-from .diffusion import Denoiser, sigma_sampler
+from .diffusion import Denoiser, sigma_sampler, SIGMA_DENSITIES, LOSS_WEIGHTINGS
 from .text import names_a_side
 from .model_checks import check_class_labels
 from .model import HDiT
-from .sampling import sample as sample_images
+from .sampling import sample as sample_images, SAMPLERS, check_cfg_scale
 from .data import image_grid
 from .checkpoint import (
     CheckpointError, ConfigMismatchError, TRAJECTORY_FIELDS, config_diffs, load_weights, list_checkpoints,
@@ -30,7 +30,7 @@ from .checkpoint import (
 
 # %% auto #0
 __all__ = ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor', 'TrainConfig', 'Trainer',
-           'smooth_losses', 'plot_losses']
+           'estimate_train_memory', 'TrainingDivergedError', 'smooth_losses', 'plot_losses']
 
 # %% ../nbs/11_training.ipynb #ed4cf3bc
 def ema_decay(step:int, power:float=0.75, max_decay:float=0.9999, inv_gamma:float=1.) -> float:
@@ -83,6 +83,71 @@ def lr_factor(step:int, steps:int, warmup:int=0, schedule:str='constant', final:
     t = min(1., (step - warmup) / max(1, steps - 1 - warmup))
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
 
+# %% ../nbs/11_training.ipynb #68230ea6
+def _whole(name:str, v, lo:int|None=None, none_ok:bool=False) -> int|None:
+    "`v` as an int (2.0 and numpy integers are fine; 2.5, True and '2' are not), at least `lo`; else one line."
+    if v is None and none_ok: return None
+    try: ok = not isinstance(v, (bool, str)) and float(v) == int(v) and (lo is None or int(v) >= lo)
+    except (TypeError, ValueError, OverflowError, RuntimeError): ok = False
+    if not ok:
+        rule = f"a whole number{f' >= {lo}' if lo is not None else ''}{' or None' if none_ok else ''}"
+        raise ValueError(f"{name} must be {rule}, got {v!r}")
+    return int(v)
+
+def _real(name:str, v, lo:float, hi:float|None=None, lo_open:bool=False, hi_open:bool=False,
+          none_ok:bool=False, note:str='') -> float|None:
+    "`v` as a finite float from `lo` to `hi` (open ends where asked; nan and inf never); else one line."
+    if v is None and none_ok: return None
+    try: x = math.nan if isinstance(v, (bool, str)) else float(v)
+    except (TypeError, ValueError, OverflowError, RuntimeError): x = math.nan
+    if math.isfinite(x) and (x > lo if lo_open else x >= lo) and (hi is None or (x < hi if hi_open else x <= hi)):
+        return x
+    span = (f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}" if hi is not None
+            else f"{'>' if lo_open else '>='} {lo:g}")
+    raise ValueError(f"{name} must be a finite number {span}{note or (' or None' if none_ok else '')}, got {v!r}")
+
+def _flag(name:str, v) -> bool:
+    try: ok = not isinstance(v, str) and v in (True, False)
+    except (TypeError, ValueError, RuntimeError): ok = False
+    if not ok: raise ValueError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+def _choice(name:str, v, options:tuple, say:str|None=None):
+    try: ok = any(v == o for o in options)
+    except (TypeError, ValueError, RuntimeError): ok = False
+    if not ok: raise ValueError(f"{name} must be {say or f'one of {options}'}, got {v!r}")
+
+def _check_settings(c):
+    "Check every setting of the `TrainConfig` `c` (one line naming the first wrong one) and normalise the numbers."
+    if c.out_dir is not None and not isinstance(c.out_dir, (str, os.PathLike)):
+        raise ValueError(f"out_dir must be a folder path (str or Path) or None (write nothing), got {c.out_dir!r}")
+    for k, lo in (('steps', 1), ('batch_size', 1), ('grad_accum', 1), ('log_every', 1), ('sample_n', 0),
+                  ('sample_steps', 1), ('keep_checkpoints', 1), ('num_workers', 0), ('warmup_steps', 0),
+                  ('seed', None)):
+        setattr(c, k, _whole(k, getattr(c, k), lo))
+    for k in ('sample_every', 'checkpoint_every'): setattr(c, k, _whole(k, getattr(c, k), 1, none_ok=True))
+    if c.batch_size % c.grad_accum:
+        raise ValueError(f"batch_size {c.batch_size} is not divisible by grad_accum {c.grad_accum}")
+    c.minutes = _real('minutes', c.minutes, 0, none_ok=True, note=' (0 or None: no limit)') or None
+    for k in ('lr', 'eps', 'sigma_data'): setattr(c, k, _real(k, getattr(c, k), 0, lo_open=True))
+    for k in ('weight_decay', 'ema_power'): setattr(c, k, _real(k, getattr(c, k), 0))
+    c.grad_clip = _real('grad_clip', c.grad_clip, 0, none_ok=True, note=' (None or 0: no clipping)')
+    c.lr_final, c.ema_max_decay = _real('lr_final', c.lr_final, 0, 1), _real('ema_max_decay', c.ema_max_decay, 0, 1)
+    c.cond_dropout = _real('cond_dropout', c.cond_dropout, 0, 1, hi_open=True)
+    c.cfg_scale = check_cfg_scale(c.cfg_scale)
+    try: b = tuple(_real('betas', x, 0, 1, hi_open=True) for x in c.betas)
+    except (TypeError, ValueError): b = ()
+    if len(b) != 2: raise ValueError(f"betas must be two finite numbers in [0, 1), e.g. (0.9, 0.95), got {c.betas!r}")
+    c.betas = b
+    for k in ('compile', 'resume', 'progress', 'hflip'): setattr(c, k, _flag(k, getattr(c, k)))
+    _choice('lr_schedule', c.lr_schedule, LR_SCHEDULES)
+    _choice('mixed_precision', c.mixed_precision, ('auto', 'no', 'bf16', 'fp16'), "'auto', 'no', 'bf16' or 'fp16'")
+    _choice('sampler', c.sampler, tuple(SAMPLERS))
+    _choice('sigma_sampler', c.sigma_sampler, tuple(SIGMA_DENSITIES))
+    if not callable(c.weighting): _choice('weighting', c.weighting, tuple(LOSS_WEIGHTINGS))
+    if not isinstance(c.sigma_kwargs, dict):
+        raise ValueError(f"sigma_kwargs must be a dict of the sigma sampler's arguments, got {c.sigma_kwargs!r}")
+
 # %% ../nbs/11_training.ipynb #a2733754
 @dataclass
 class _RunSettings:
@@ -105,26 +170,7 @@ class _RunSettings:
     resume: bool = True               # continue from the newest checkpoint in out_dir if there is one
     progress: bool = True             # progress bar and live loss plot (notebook) or log lines (console)
 
-    def __post_init__(self):
-        if self.sample_n < 0: raise ValueError(f"sample_n must be >= 0 (0: no sample grids), got {self.sample_n}")
-        for k in ('steps', 'batch_size', 'grad_accum', 'log_every', 'sample_steps', 'keep_checkpoints'):
-            if int(getattr(self, k)) < 1: raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
-        for k in ('sample_every', 'checkpoint_every'):
-            v = getattr(self, k)
-            if v is not None and v < 1: raise ValueError(f"{k} must be >= 1 or None, got {v}")
-        if self.batch_size % self.grad_accum:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.warmup_steps < 0: raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not 0 <= self.lr_final <= 1: raise ValueError(f"lr_final must be in [0, 1], got {self.lr_final}")
-        if not 0 <= self.cond_dropout < 1: raise ValueError(f"cond_dropout must be in [0, 1), got {self.cond_dropout}")
-        if self.mixed_precision not in ('auto', 'no', 'bf16', 'fp16'):
-            raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        if self.minutes is not None and self.minutes < 0:
-            raise ValueError(f"minutes must be >= 0 (0: no limit), got {self.minutes}")
-        self.minutes = self.minutes or None
-        self.betas = tuple(self.betas)
+    def __post_init__(self): _check_settings(self)   # one line for the first wrong setting
 
 # %% ../nbs/11_training.ipynb #574f1ae6
 @dataclass
@@ -215,8 +261,9 @@ class Trainer:
     "Train `model` (HDiT or any module with its `forward`) as an EDM denoiser on `dataset` with Accelerate"
     def __init__(self, model:nn.Module, dataset, config:'TrainConfig|None'=None, accelerator=None,
                  callbacks=(), mapping_cond=None, **overrides):
-        self.config = cfg = replace(config or TrainConfig(), **overrides)
+        self.config = cfg = replace(config or TrainConfig(), **overrides)      # checked, every setting
         if len(dataset) < 1: raise ValueError("the dataset is empty: there is nothing to train on")
+        self.out_dir = None if cfg.out_dir is None else _writable_dir(cfg.out_dir)   # or one line why not
         self.accelerator = accelerator or make_accelerator(cfg)
         self.model, self.dataset, self.callbacks = model, dataset, list(callbacks)
         self.mapping_cond_fn = mapping_cond           # images -> [b, mapping_cond_dim], e.g. image prompts
@@ -224,23 +271,113 @@ class Trainer:
         _record_class_names(model, dataset, self.num_classes)   # they travel in checkpoints and saved models
         self.denoiser = Denoiser(model, sigma_data=cfg.sigma_data, weighting=cfg.weighting)
         self.image_shape = tuple(_split_batch(_collate_one(dataset[0]))[0].shape[1:])
+        _check_fits(self)                             # the model's image size, and the batch fits in memory
         kw = dict(cfg.sigma_kwargs)
         if cfg.sigma_sampler == 'cosine-interpolated': kw.setdefault('image_d', max(self.image_shape[1:]))
         self.sigma_fn = sigma_sampler(cfg.sigma_sampler, **kw)
         self.optimizer = make_optimizer(model, cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
-        self._total_steps = cfg.steps
         self.ema = copy.deepcopy(model).eval().requires_grad_(False)
-        self.out_dir = None if cfg.out_dir is None else Path(cfg.out_dir)
         self.step, self.losses, self.wall_time, self.images_per_s, self.session_steps = 0, [], 0., 0., 0
         self._prepared, self._stop, self._safe, self._resumed_from = False, False, True, None
+        self._total_steps = cfg.steps
 
     def _prepare(self):
         "Let Accelerate wrap the loss module and the optimizer (once)."
         if self._prepared: return
-        acc = self.accelerator
-        loss_module = _DiffusionLoss(self.denoiser, self.model)
+        acc, loss_module = self.accelerator, _DiffusionLoss(self.denoiser, self.model)
         self._loss_module, self.optimizer = acc.prepare(loss_module, self.optimizer)
         self.ema.to(acc.device); self._prepared = True
+
+# %% ../nbs/11_training.ipynb #bfb9b857
+def _writable_dir(out_dir) -> Path:
+    "`out_dir` as a `Path` to a folder (created if missing) that takes files; else one line saying why not."
+    p = Path(out_dir)
+    for q in (p, *p.parents):                    # the nearest part of the path that exists must be a folder
+        if q.exists():
+            if q.is_dir(): break
+            where = 'is a file' if q == p else f'is inside {q}, which is a file'
+            raise NotADirectoryError(f"out_dir {p} {where}, not a folder: pass a folder for the run's checkpoints "
+                                     "and pictures (it is created if missing)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix='.write-test-'): pass
+    except OSError as e:
+        raise ValueError(f"out_dir {p} cannot be created or written ({e.strerror or e}): pass a folder you can "
+                         "write to, or out_dir=None to write nothing") from None
+    return p
+
+# %% ../nbs/11_training.ipynb #9886bd26
+_ACTIVATION_BYTES = 144   # per token, channel and layer: measured on the CPU (peak RSS), 132-152 for small HDiTs
+
+def estimate_train_memory(model:nn.Module, batch_size:int, image_shape) -> int:
+    """Rough bytes that training `model` on batches of `batch_size` images of `image_shape` `(c, h, w)` needs:
+    20 per parameter (weights, EMA, gradients, AdamW's two moments), the images, and for an HDiT the activations
+    its backward pass keeps, `_ACTIVATION_BYTES` per token, channel and layer (plus global attention maps)."""
+    c, h, w = image_shape
+    per_image = 32 * c * h * w                    # images, noise, noised images, outputs, their gradients
+    cfg = getattr(model, 'config', None)
+    if hasattr(cfg, 'levels') and hasattr(cfg, 'token_sizes'):
+        for i, ((th, tw), lv) in enumerate(zip(cfg.token_sizes((h, w)), cfg.levels, strict=True)):
+            tokens, layers = th * tw, lv.depth * (1 if i == len(cfg.levels) - 1 else 2)   # down and up
+            per_image += _ACTIVATION_BYTES * tokens * lv.width * layers
+            if lv.attention == 'global': per_image += 2 * tokens ** 2 * max(1, lv.width // lv.d_head) * layers
+    return 20 * sum(p.numel() for p in model.parameters()) + batch_size * per_image
+
+# %% ../nbs/11_training.ipynb #dc5ae302
+def _available_memory(device) -> int|None:
+    "Bytes free for new tensors: the GPU's free memory, or the machine's available memory (and a container's)."
+    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
+    if device.type != 'cpu': return None
+    free = []
+    try: free += [int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:')]
+    except (OSError, ValueError, IndexError): pass
+    if not free:
+        try: free.append(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES'))
+        except (ValueError, OSError, AttributeError): pass
+    try:                                         # a container's limit (cgroup v2)
+        limit = Path('/sys/fs/cgroup/memory.max').read_text().strip()
+        if limit != 'max': free.append(int(limit) - int(Path('/sys/fs/cgroup/memory.current').read_text()))
+    except (OSError, ValueError): pass
+    return min(free) if free else None
+
+def _gib(b:float) -> str: return f'{b / 2**30:.1f} GiB'
+
+def _check_fits(t):
+    "Refuse, in one line, images of another size than the model's, or a batch too big for the free memory."
+    if len(t.image_shape) != 3: return
+    (c, h, w), cfg = t.image_shape, getattr(t.model, 'config', None)
+    size, chans = getattr(cfg, 'input_size', None), getattr(cfg, 'input_channels', None)
+    if size is not None and tuple(size) != (h, w):
+        fix = f'ImageDataset(ds, {size[0]})' if size[0] == size[1] else f'images of {size[0]}x{size[1]}'
+        raise ValueError(f"the data's images are {h}x{w} but the model is built for {size[0]}x{size[1]} "
+                         f"(config.input_size): build the data at the model's size, {fix}, or a model for "
+                         f"{h}x{w} images" + (f", e.g. HDiT(small_hdit_config({h}))" if h == w else ''))
+    if chans is not None and chans != c:
+        raise ValueError(f"the data's images have {c} channels but the model expects {chans} "
+                         f"(config.input_channels): convert the images, or build the model with input_channels={c}")
+    _check_memory(t)
+
+# %% ../nbs/11_training.ipynb #bed9d649
+def _check_memory(t):
+    "Refuse, in one line naming the largest batch that fits, a batch whose estimated memory exceeds the free memory."
+    acc, cfg = t.accelerator, t.config
+    free = _available_memory(acc.device)
+    if free is None: return
+    B, A, N = cfg.batch_size, cfg.grad_accum, acc.num_processes
+    sharing = int(os.environ.get('LOCAL_WORLD_SIZE', N)) if acc.device.type == 'cpu' else 1   # same memory
+    there = 4 * sum(p.numel() for p in t.model.parameters() if p.device.type == acc.device.type)   # allocated
+    base, one = (estimate_train_memory(t.model, b, t.image_shape) for b in (0, 1))
+    fixed, per = sharing * (base - there), sharing * (one - base)
+    need = fixed + per * max(1, B // (A * N))     # each process holds one micro-batch of B/(A*N) images
+    if need <= free: return
+    c, h, w = t.image_shape
+    head = (f"batch_size={B} of {h}x{w} images needs about {_gib(need)} of memory to train this model (a rough "
+            f"estimate) but {_gib(free)} is free on this {'GPU' if acc.device.type == 'cuda' else 'machine'}")
+    rows = int((free - fixed) // per) if per > 0 else 0
+    if rows < 1: raise ValueError(f"{head}: even one image at a time does not fit: train a smaller model")
+    accum = next((a for a in range(A, B // N + 1) if B % (a * N) == 0 and B // (a * N) <= rows), None)
+    split = f", or grad_accum={accum} to take the same step in micro-batches of {B // (accum * N)}" if accum else ''
+    raise ValueError(f"{head}: use batch_size={rows * A * N} or less{split}")
 
 # %% ../nbs/11_training.ipynb #0699432f
 @patch
@@ -270,7 +407,35 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
     self.step += 1
     ema_update(self.ema, self.model, ema_decay(self.step, cfg.ema_power, cfg.ema_max_decay))
     self._safe = True
-    return torch.cat(losses).double().mean().item()
+    loss = torch.cat(losses).double().mean().item()   # synced every step for the log, so checking it is free
+    if not math.isfinite(loss): raise self._diverged(f'the loss is {loss}')
+    return loss
+
+# %% ../nbs/11_training.ipynb #0f10b0cf
+class TrainingDivergedError(RuntimeError):
+    "The loss or the weights became NaN or infinite: training stops, and no checkpoint of this state is written."
+
+# %% ../nbs/11_training.ipynb #601d375d
+@patch
+def _nonfinite_weights(self:Trainer) -> list[str]:
+    "Names of the model's and the EMA's tensors that hold NaN or infinite values."
+    return [f'{w}.{k}' for w, m in (('model', self.model), ('ema', self.ema)) for k, v in m.state_dict().items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+@patch
+def _diverged(self:Trainer, what:str) -> TrainingDivergedError:
+    "The one-line error of a run that diverged at this step: the likely cause, what to try, what is kept."
+    cfg, last = self.config, None
+    if self.out_dir is not None and list_checkpoints(self.out_dir):
+        last = list_checkpoints(self.out_dir)[-1]
+    kept = (f"the last good checkpoint, step {int(last.name[5:])} in {last}, is kept" if last is not None else
+            "no checkpoint was written")
+    fp16 = ", or mixed_precision='bf16'" if str(self.accelerator.mixed_precision) == 'fp16' else ''
+    clip = f", grad_clip={cfg.grad_clip / 2:g}" if cfg.grad_clip else ", grad_clip=1.0"
+    return TrainingDivergedError(
+        f"training diverged at step {self.step}: {what}; most likely the learning rate lr={cfg.lr:g} is too high "
+        f"for this model and batch: train again with e.g. lr={cfg.lr / 10:g}{clip}{fp16}, into a fresh out_dir "
+        f"({kept}; resuming it with the same settings repeats the same steps)")
 
 # %% ../nbs/11_training.ipynb #feca648c
 def smooth_losses(losses, beta:float=0.98) -> list[float]:
@@ -306,8 +471,8 @@ def _fmt_time(s:float) -> str:
 
 class _Progress:
     "Main process: a bar and a live loss plot in Jupyter, a bar with ETA in a terminal, else a line every `log_every`."
-    def __init__(self, trainer, start:int, total:int, enabled:bool):
-        self.t, self.start, self.total, self.enabled = trainer, start, total, enabled
+    def __init__(self, trainer, start:int, total:int, enabled:bool, deadline:float|None=None):
+        self.t, self.start, self.total, self.enabled, self.deadline = trainer, start, total, enabled, deadline
         self.bar, self.handle, self.shown, self.last_plot, self.last_log = None, None, 0, 0., None
         self.t0 = time.perf_counter()
         if not enabled: return
@@ -329,16 +494,24 @@ class _Progress:
         t, n = self.t, step - self.start
         if self.bar is not None:
             if n > self.shown:                        # a finished bar must not be updated again
-                self.bar.comment = f'loss {loss:.4f}, {t.images_per_s:.0f} img/s'
+                limit = self._limit(step, n, time.perf_counter() - self.t0)
+                self.bar.comment = f'loss {loss:.4f}, {t.images_per_s:.0f} img/s' + (f', {limit}' if limit else '')
                 self.bar.update(n); self.shown = n
         elif step != self.last_log and (final or step % t.config.log_every == 0 or step == self.start + 1):
             self.last_log, el = step, time.perf_counter() - self.t0
-            eta = el / max(n, 1) * (self.total - step)
+            left = self._limit(step, n, el) or f'{_fmt_time(el / max(n, 1) * (self.total - step))} left'
             print(f'step {step:>6}/{self.total}  loss {loss:.4f}  {t.images_per_s:6.1f} img/s  '
-                  f'{_fmt_time(el)} elapsed, {_fmt_time(eta)} left', flush=True)
+                  f'{_fmt_time(el)} elapsed, {left}', flush=True)
         if self.handle is not None and (final or time.perf_counter() - self.last_plot > 2.):
             self.ax.clear(); plot_losses(t.losses, ax=self.ax, title=None)
             self.ax.set_xlim(0, self.total); self.handle.update(self.fig); self.last_plot = time.perf_counter()
+
+    def _limit(self, step:int, n:int, el:float) -> str|None:
+        "What is left when the `minutes` limit ends the run before `total` at the measured rate, else None."
+        if self.deadline is None or n < 1 or step >= self.total: return None
+        left = max(0., self.deadline - time.perf_counter())
+        if left >= el / n * (self.total - step): return None
+        return f'{_fmt_time(left)} left: the time limit ends the run first, near step {step + int(left / el * n)}'
 
     def close(self):
         if self.bar is not None and not _in_notebook() and self.shown: print(flush=True)   # end the bar's line
@@ -400,12 +573,19 @@ def write_outputs(self:Trainer, samples:bool=True):
         import matplotlib.pyplot as plt
         fig = plot_losses(self.losses); fig.savefig(self.out_dir / 'loss.png'); plt.close(fig)
 
+# %% ../nbs/11_training.ipynb #397b6bce
+def _fit_limits(cfg, steps, minutes) -> tuple:
+    "`fit`'s `steps` and `minutes` (None: the config's), checked as `TrainConfig` checks them."
+    steps = cfg.steps if steps is None else _whole('steps', steps, 1)
+    minutes = cfg.minutes if minutes is None else _real('minutes', minutes, 0, note=' (0 or None: no limit)')
+    return steps, minutes
+
 # %% ../nbs/11_training.ipynb #b215b480
 @patch
 def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
     "Train to `steps` optimizer steps in all (default `config.steps`) or for `minutes`; returns self."
     cfg, acc = self.config, self.accelerator
-    steps, minutes = cfg.steps if steps is None else steps, cfg.minutes if minutes is None else minutes
+    steps, minutes = _fit_limits(cfg, steps, minutes)   # checked like the config's
     (micro, per), self._total_steps = self._batch_split(), steps   # micro-batch, rows; lr's end
     with cpu_threads(device=acc.device):              # OpenMP threads that suit this CPU
         self._resume(steps); self._prepare()
@@ -413,8 +593,8 @@ def fit(self:Trainer, steps:int|None=None, minutes:float|None=None):
         if self._nothing_to_train(steps): return self
         dl, start, train_time, interrupted = self._data_loader(steps, micro, per), self.step, 0., False
         self._loss_module.train()
-        prog = _Progress(self, self.step, steps, cfg.progress and acc.is_main_process)
         deadline = time.perf_counter() + 60 * minutes if minutes else None
+        prog = _Progress(self, self.step, steps, cfg.progress and acc.is_main_process, deadline)
         try:
             with self._survive(start):                # signals stop cleanly, after a whole step
                 it = iter(dl)
@@ -475,9 +655,13 @@ def _survive(self:Trainer, start_step:int):
 
 @patch
 def _save_if_consistent(self:Trainer, start_step:int):
-    "After a hard interrupt: a checkpoint only if no optimizer update was half done (and there is news)."
+    "After a hard interrupt: a checkpoint only if no update was half done, the weights are finite, and news."
     if self._safe and self.out_dir is not None and self.accelerator.is_main_process \
             and self.step > start_step:
+        if self._nonfinite_weights():
+            print(f'Interrupted: no checkpoint of step {self.step}: its weights hold NaN or infinite values.',
+                  flush=True)
+            return
         path = write_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer, self._meta())
         print(f'Interrupted: saved checkpoint {path} at step {self.step}.', flush=True)
 
@@ -509,6 +693,8 @@ def save_checkpoint(self:Trainer) -> Path|None:
     "Write a checkpoint of this step to `out_dir` (main process; everyone waits); returns its path."
     if self.out_dir is None:
         raise ValueError("this trainer has out_dir=None: nowhere to save a checkpoint")
+    if bad := self._nonfinite_weights():                  # a good older checkpoint must not be pruned for this
+        raise self._diverged(f'the weights hold NaN or infinite values ({bad[0]}, ...)')
     acc, path = self.accelerator, None
     if acc.is_main_process:
         path = write_checkpoint(self.out_dir, self.step, self.model, self.ema, self.optimizer, self._meta())
@@ -612,20 +798,24 @@ def _periodic_outputs(self:Trainer):
 
 @patch
 def _finish(self:Trainer, interrupted:bool):
-    "After the loop: a checkpoint, then re-raise an interrupt, or write samples, real images, loss curve."
+    "After the loop: a checkpoint, then samples, real images and loss curve; after a signal, re-raise it."
     if self.out_dir is None:
         if interrupted: raise KeyboardInterrupt
         return self
     path = self.save_checkpoint()
-    if interrupted:
-        self._print(f'Interrupted: saved checkpoint {path} at step {self.step}. Run again to resume.')
+    what = 'samples, real images and loss curve' if self.config.sample_n else 'loss curve'
+    if interrupted:                                     # a picture of where it stopped, as at the end of a run
+        self._print(f'Interrupted: saved checkpoint {path} at step {self.step}; writing the {what} '
+                    '(Ctrl-C again to skip).')
+        self.write_outputs(); self.accelerator.wait_for_everyone()
+        self._print(f'Step {self.step}: {what} in {self.out_dir}. Run again to resume.')
         raise KeyboardInterrupt
     self.write_outputs(); self.accelerator.wait_for_everyone()
-    what = 'samples, real images and loss curve' if self.config.sample_n else 'loss curve'
     self._print(f'Step {self.step}: checkpoint {path}; {what} in {self.out_dir}.')
     return self
 
 # %% ../nbs/11_training.ipynb #fdcdb4cf
 del (_train_step, sample, real_images, write_outputs, fit,    # @patch leaves these names bound to None
      _should_stop, _signals_to_flag, _survive, _save_if_consistent, _print, _meta, save_checkpoint, check_compatible,
-     load_checkpoint, _resume, _nothing_to_train, _batch_split, _data_loader, _periodic_outputs, _finish)
+     load_checkpoint, _resume, _nothing_to_train, _batch_split, _data_loader, _periodic_outputs, _finish,
+     _nonfinite_weights, _diverged)

@@ -1,6 +1,6 @@
-"""The checkpoint and randomness modules (appendix_checkpoints, appendix_randomness): exact-resume randomness, checkpoint
-files, and one home per name: the Trainer is one class in hdit_edu.training, checkpoint never imports training, and
-randomness needs nothing but torch."""
+"""The checkpoint and randomness modules (appendix_checkpoints, appendix_randomness): exact-resume randomness,
+checkpoint files, and one home per name: the Trainer is one class in hdit_edu.training, checkpoint never imports
+training, and randomness needs nothing but torch."""
 import ast, json
 from pathlib import Path
 
@@ -19,7 +19,8 @@ HOMES = {randomness: ['seed_for', 'step_generator', 'step_draws', 'DATA_STREAM',
                       'write_checkpoint', 'prune_checkpoints', 'config_diffs', 'make_accelerator',
                       'load_checkpoint_model', 'checkpoint_sigma_data'],
          training: ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor',
-                    'TrainConfig', 'Trainer', 'smooth_losses', 'plot_losses']}
+                    'TrainConfig', 'Trainer', 'TrainingDivergedError', 'estimate_train_memory', 'smooth_losses',
+                    'plot_losses']}
 
 
 def _imports(mod, top_level_only=False):
@@ -74,7 +75,7 @@ def test_step_draws_are_a_pure_function_of_seed_and_step():
     a = randomness.step_draws(3, 7, 8, (3, 4, 4), sig, 0.5)
     torch.randn(100)                                       # hidden global state moves on ...
     b = randomness.step_draws(3, 7, 8, (3, 4, 4), sig, 0.5)
-    assert all(torch.equal(u, v) for u, v in zip(a, b))    # ... the draws do not
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))    # ... the draws do not
     c = randomness.step_draws(3, 8, 8, (3, 4, 4), sig, 0.5)
     assert not torch.equal(a[3], c[3])
     sigma, drop, flip, noise = a
@@ -89,7 +90,7 @@ def test_step_draws_follow_the_step_generator_order():
     want = (sig(4, generator=g), torch.rand(4, generator=g) < 0.1, torch.rand(4, generator=g) < 0.5,
             torch.randn((4, 3, 2, 2), generator=g))
     got = randomness.step_draws(1, 2, 4, (3, 2, 2), sig, 0.1)
-    assert all(torch.equal(u, v) for u, v in zip(got, want))
+    assert all(torch.equal(u, v) for u, v in zip(got, want, strict=True))
 
 
 def test_stream_sampler_resumes_mid_epoch():

@@ -127,8 +127,8 @@ def test_attention_backend_is_named(tiny_run, tmp_path):
     with contextlib.redirect_stdout(io.StringIO()) as out:
         main(['sample', '--checkpoint', str(tiny_run), '--n', '1', '--steps', '1', '--device', 'cpu',
               '--out', str(tmp_path / 'g.png')])
-    line = next(l for l in out.getvalue().splitlines() if l.startswith('Attention: '))
-    assert 'fine level neighborhood attention' in line and 'on cpu' in line, line
+    line = next(l for l in out.getvalue().splitlines() if l.startswith('attention: '))
+    assert line.startswith('attention: neighborhood, ') and line.endswith(' on cpu') and len(line) < 80, line
 
 
 def test_resuming_with_other_settings_names_the_options(tiny_run):
@@ -171,16 +171,16 @@ def test_help_shows_each_default_once_and_none_for_required_options():
         text = ' '.join(p.format_help().split())                       # argparse wraps lines
         assert 'default: None' not in text and 'default: False' not in text, name
     t, s = (' '.join(_subparser(n).format_help().split()) for n in ('train', 'sample'))
-    assert 'pretrained name --n' in s                                  # --checkpoint (required): no "(default: ...)"
+    assert 'pretrained name (default: openmoji64) --n' in s            # the shipped model unless told otherwise
     assert 'sample grid every N steps (default: at the end) --checkpoint-every' in t
-    assert 'always global) (default: neighborhood)' in t and '(0: no limit) (default: 10.0)' in t
+    assert 'always global) (default: neighborhood)' in t and 'run again to go on (default: no limit)' in t
     assert 'data order and noise (default: 0)' in t                    # a default of 0 is still shown
 
 
 def test_main_job_defaults():
     a = build_parser().parse_args(['train'])
     assert (a.attention, a.size, a.width, a.depths, a.steps, a.minutes, a.batch_size) == \
-           ('neighborhood', 32, 64, [2, 4], 3000, 10., 32)
+           ('neighborhood', 32, 64, [2, 4], 3000, None, 32)        # no time limit: all 3000 steps
 
 
 def test_help_imports_no_heavy_library():

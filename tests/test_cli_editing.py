@@ -77,7 +77,7 @@ def test_img2img_with_class_and_guidance(files, tmp_path):
 
 def test_checkpoint_defaults_to_the_shipped_model():
     p = build_parser()
-    for cmd in (['inpaint', '--image', 'a.png', '--mask', 'm.png'], ['img2img', '--image', 'a.png']):
+    for cmd in (['inpaint', '--image', 'a.png', '--mask', 'm.png'], ['img2img', '--image', 'a.png'], ['sample']):
         assert p.parse_args(cmd).checkpoint == 'openmoji64'
     assert p.parse_args(['img2img', '--image', 'a.png']).sigma_start == 2.
 

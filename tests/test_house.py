@@ -6,7 +6,7 @@ import pytest
 import hdit_edu
 
 PKG = Path(hdit_edu.__file__).parent
-MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PKG)]) if m.name != '_modidx')
+MODULES = sorted(m.name for m in pkgutil.iter_modules([str(PKG)]) if not m.name.startswith('_'))
 
 
 def import_graph() -> dict:

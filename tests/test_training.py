@@ -19,12 +19,13 @@ import hdit_edu.checkpoint as checkpoint
 def _state(t):
     "Everything that defines where a run is: weights, EMA, optimizer moments."
     opt = t.optimizer.state_dict()
-    return ({k: v.clone() for k, v in t.model.state_dict().items()}, {k: v.clone() for k, v in t.ema.state_dict().items()},
+    return ({k: v.clone() for k, v in t.model.state_dict().items()},
+            {k: v.clone() for k, v in t.ema.state_dict().items()},
             {(i, k): v.clone() for i, st in opt['state'].items() for k, v in st.items()})
 
 
 def _assert_same_state(a, b):
-    for da, db in zip(_state(a), _state(b)):
+    for da, db in zip(_state(a), _state(b), strict=True):
         assert da.keys() == db.keys()
         for k in da: assert torch.equal(da[k], db[k]), k
 
@@ -132,7 +133,8 @@ def test_old_checkpoints_are_pruned_after_a_new_one_exists(tmp_path):
 
 def test_minutes_zero_means_no_limit(tmp_path):
     assert TrainConfig(minutes=0).minutes is None
-    with pytest.raises(ValueError, match='minutes must be >= 0'): TrainConfig(minutes=-1)
+    with pytest.raises(ValueError, match=r'minutes must be a finite number >= 0 \(0 or None: no limit\)'):
+        TrainConfig(minutes=-1)
     t = make_trainer(tmp_path, steps=3, minutes=0); t.fit()
     assert t.step == 3
 
@@ -208,7 +210,7 @@ def test_bad_settings_are_refused():
 
 
 def test_a_small_real_run_learns(tmp_path):
-    "A tiny HDiT on 16 px OpenMoji for 100 steps (< 60 s): the loss clearly falls and samples, curve, grids are written."
+    "A tiny HDiT on 16 px OpenMoji for 100 steps (< 60 s): the loss clearly falls; samples, curve, grids are written."
     from hdit_edu.data import ImageDataset, openmoji_dataset
     from hdit_edu.model import HDiT, small_hdit_config
     ds = ImageDataset(openmoji_dataset(size=16, limit=128), 16, hflip=False)
@@ -232,7 +234,8 @@ def test_pretrained_openmoji64_is_a_trained_denoiser():
     from hdit_edu.model import small_hdit_config
     assert (PRETRAINED_DIR / 'openmoji64.safetensors').stat().st_size < 25 * 2**20
     m = load_pretrained('openmoji64')
-    assert m.config == small_hdit_config(64, num_classes=3, attention='neighborhood') and m.num_classes == 3   # the paper's local attention
+    assert m.config == small_hdit_config(64, num_classes=3, attention='neighborhood')   # the paper's local attention
+    assert m.num_classes == 3
     ds = ImageDataset(openmoji_dataset(64, limit=24), 64, hflip=False)
     x = torch.stack([ds[i][0] for i in range(len(ds))]); y = torch.tensor([ds[i][1] for i in range(len(ds))])
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
@@ -314,7 +317,7 @@ def test_lr_factor_warms_up_then_follows_a_half_cosine():
     assert f[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])             # linear warm-up to 1
     assert f[10] == pytest.approx(1.) and f[-1] == pytest.approx(0.1)             # then 1 down to `final`
     assert f[30] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(20 / 39 * torch.pi)).item()))
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))                            # never rises after warm-up
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))              # never rises after warm-up
     assert [lr_factor(s, 50, warmup=5) for s in range(5, 50)] == [1.] * 45        # constant: the paper's
 
 
@@ -342,8 +345,8 @@ def test_the_cosine_schedule_sets_every_groups_lr_and_resumes_exactly(tmp_path):
 
 def test_schedule_settings_are_checked_and_part_of_the_trajectory(tmp_path):
     with pytest.raises(ValueError, match="lr_schedule must be one of"): TrainConfig(lr_schedule='linear')
-    with pytest.raises(ValueError, match='warmup_steps must be >= 0'): TrainConfig(warmup_steps=-1)
-    with pytest.raises(ValueError, match=r'lr_final must be in \[0, 1\]'): TrainConfig(lr_final=1.5)
+    with pytest.raises(ValueError, match='warmup_steps must be a whole number >= 0'): TrainConfig(warmup_steps=-1)
+    with pytest.raises(ValueError, match=r'lr_final must be a finite number in \[0, 1\]'): TrainConfig(lr_final=1.5)
     make_trainer(tmp_path, steps=2).fit()
     with pytest.raises(ConfigMismatchError, match='lr_schedule'):
         make_trainer(tmp_path, steps=4, lr_schedule='cosine').fit()

@@ -9,9 +9,11 @@ Usage:
   python tools/text_results.py floor
   python tools/text_results.py score NAME --model RUN_DIR_OR_MODEL [--group equal_compute|models]
   python tools/text_results.py curve --run runs/openmoji-text
+  python tools/text_results.py curve --run runs/openmoji-text2 --after runs/openmoji-text   (a second schedule's points)
   python tools/text_results.py grid --model openmoji-text --out nbs/images/text_prompts.png
   python tools/text_results.py skin --model openmoji-text
   python tools/text_results.py training --run runs/openmoji-text --train-command "..." --export-command "..."
+  python tools/text_results.py training --run runs/openmoji-text2 --after runs/openmoji-text --train-command "..." ...
   python tools/text_results.py card      (writes hdit_edu/pretrained/MODEL_CARD_openmoji-text.md from the results)
 Skin tones: the mean brightness (0-1) of the non-white pixels of 8 samples (guidance 3) of each person or hand
 prompt with 'light skin tone' and with 'dark skin tone'.
@@ -73,14 +75,23 @@ def main():
     p.add_argument('--model'); p.add_argument('--run'); p.add_argument('--group', default='models')
     p.add_argument('--every', type=int, default=1); p.add_argument('--out')
     p.add_argument('--cfg', type=float, default=3.)
+    p.add_argument('--after', help='the run this one continued (--init): its steps and images come first')
     a = p.parse_args()
     torch.set_num_threads(1)
     cmd = 'python tools/' + Path(sys.argv[0]).name + ' ' + ' '.join(sys.argv[1:])
     if a.what == 'card': return write_card(load())
     if a.what == 'training':                  # how the shipped model was made, from its run's last checkpoint
         ck, res = read_checkpoint(list_checkpoints(a.run)[-1], verify=False), load()
-        res['training'] = dict(command=a.train_command, export=a.export_command, steps=ck['step'],
-                               images=ck['samples_seen'], hours=round(ck['wall_time_s'] / 3600, 1), run=a.run)
+        stage = dict(command=a.train_command, steps=ck['step'], images=ck['samples_seen'],
+                     hours=round(ck['wall_time_s'] / 3600, 1), run=a.run)
+        prev = res.get('training', {})
+        prev = prev.get('stages') or ([{k: prev[k] for k in ('command', 'steps', 'images', 'hours', 'run')}]
+                                      if prev.get('command') else [])
+        stages = [s for s in prev if s['run'] == a.after] if a.after else []
+        stages.append(stage)
+        res['training'] = dict(stages=stages, export=a.export_command, steps=sum(s['steps'] for s in stages),
+                               images=sum(s['images'] for s in stages),
+                               hours=round(sum(s['hours'] for s in stages), 1), run=a.run)
         save(res); print(res['training']); return
     res, (ds, reals) = load(), data()
     if a.what == 'grid':
@@ -121,19 +132,28 @@ def main():
         res.setdefault(a.group, {})[a.name] = entry
         save(res); return
     if a.what == 'curve':
+        step0 = images0 = 0
+        if a.after:                                # a second schedule: its points continue the first run's
+            last = read_checkpoint(list_checkpoints(a.after)[-1], verify=False)
+            step0, images0 = last['step'], last['samples_seen']
         every = list_checkpoints(a.run)
         ckpts = every[::a.every] + ([every[-1]] if (len(every) - 1) % a.every else [])   # and the last one
         prompts, groups = eval_set(ds)
         curve = {c['step']: c for c in res.get('curve', {}).get('points', [])}
         for ck in ckpts:
-            step = int(ck.name.split('_')[-1])
+            step = step0 + int(ck.name.split('_')[-1])
             if step in curve: continue
             model = load_checkpoint_model(ck)
             x = draw(model, prompts, groups, a.cfg)
             acc = prompt_accuracy(x, prompts)
-            curve[step] = dict(step=step, images=step * 32, top1=round(acc['top1'], 4), top5=round(acc['topk'], 4))
+            seen = images0 + read_checkpoint(ck, verify=False)['samples_seen']
+            curve[step] = dict(step=step, images=seen, top1=round(acc['top1'], 4), top5=round(acc['topk'], 4))
+            if a.after: curve[step]['run'] = a.run
             print(curve[step], flush=True)
-            res['curve'] = dict(run=a.run, cfg=a.cfg, points=[curve[k] for k in sorted(curve)], command=cmd)
+            old = res.get('curve', {})
+            commands = [c for c in old.get('commands', [old.get('command')]) if c and c != cmd] + [cmd]
+            res['curve'] = dict(run=old.get('run', a.run) if a.after else a.run, cfg=a.cfg,
+                                points=[curve[k] for k in sorted(curve)], commands=commands)
             save(res)
 
 CARD = Path(__file__).resolve().parents[1] / 'hdit_edu' / 'pretrained' / 'MODEL_CARD_openmoji-text.md'
@@ -144,6 +164,9 @@ def write_card(res):
     pc = lambda v: f'{100 * v:.1f}%'
     skin = '\n'.join(f"| {who} | {b['light']:.3f} | {b['dark']:.3f} |" for who, b in sk['brightness'].items())
     curve = ', '.join(f"{p['images'] // 1000}k: {pc(p['top5'])}" for p in cv['points'])
+    stages = res['training']['stages']
+    recipe = '; then '.join(f"`{st['command']}` ({st['steps']:,} steps, {st['hours']} h)" for st in stages)
+    if len(stages) > 1: recipe = 'Two stages: ' + recipe + ' — the second starts from the first\'s EMA weights'
     text = f"""# Model card: `openmoji-text`
 
 A small text-conditional Hourglass Diffusion Transformer (HDiT) that draws 32×32 emoji from their English names. It
@@ -168,9 +191,9 @@ distributed under the same licence, with attribution: *emoji designed by OpenMoj
 project*. The hdit_edu code is MIT-licensed; this model file is not covered by the MIT licence.
 
 ## Recipe
-`{res['training']['command']}` ({res['training']['steps']:,} steps of batch 32, {res['training']['images']:,} training
-images; AdamW, lr 2e-3 with a 100-step warm-up and a cosine decay to 5%, the paper's betas and weight decay, EMA), then
-`{res['training']['export']}`. It ran on one CPU thread: {res['training']['hours']} hours.
+{recipe}, then `{res['training']['export']}`. In all {res['training']['steps']:,} steps of batch 32
+({res['training']['images']:,} training images; AdamW with the paper's betas and weight decay, EMA, a cosine learning-rate
+decay to 5% after a short warm-up in each stage), on one CPU thread: {res['training']['hours']} hours.
 
 ## Evaluation
 256 prompts drawn at random (seed 0) from the captions, one sample each, DPM++(3M) SDE 50 steps, seed 0. Prompt
