@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         'Multi-GPU: accelerate launch / torchrun (see the README); --batch-size is global.')
     add('sample', sample_options, 'draw a grid of samples from a checkpoint or a pretrained model',
         'Draw samples from a training run directory, a checkpoint directory, a model file written by '
-        "save_model, or a pretrained model's name (default: the shipped openmoji64), and save them as a PNG grid.")
+        "save_model, or a pretrained model's name (default: the shipped openmoji64), and save them as a PNG "
+        'grid.')
     add('inpaint', inpaint_options, 'repaint the white part of --mask in --image',
         'Paint the pixels of --image where --mask is white; the others come back unchanged.')
     add('img2img', img2img_options, 'noise --image to --sigma-start and denoise it (SDEdit)',

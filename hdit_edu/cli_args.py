@@ -90,7 +90,7 @@ def random_seed(s) -> int:
     try: v = int(s)
     except ValueError: v = -1
     if not 0 <= v < 2 ** 63:
-        raise argparse.ArgumentTypeError(f'must be a whole number from 0 to 2**63 - 1 ({2 ** 63 - 1}), got {s}')
+        raise argparse.ArgumentTypeError(f'must be a whole number from 0 to 2**63 - 1 ({2**63 - 1}), got {s}')
     return v
 
 # %% ../nbs/appendix_cli.ipynb #d1e65471
@@ -132,10 +132,11 @@ def _check_writable(p:Path, out):
     try: tempfile.TemporaryFile(dir=q).close()                                 # nameless: nothing left behind
     except OSError as e:
         fix = 'make it writable or pass' if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else 'pass'
-        raise ValueError(f'--out {out}: cannot create files in {q} ({e.strerror}): {fix} another --out') from None
+        raise ValueError(f'--out {out}: cannot create files in {q} ({e.strerror}): {fix} another --out'
+                         ) from None
 
 def check_out_folder(out) -> Path:
-    "`train`'s `--out`: a folder, or a name for one (it is created) where files can be written; else one line."
+    "`train`'s `--out`: a folder, or a name for one (it is created), where files can be written."
     p = Path(out).expanduser()
     if p.exists() and not p.is_dir():
         raise ValueError(f'--out {out} is a file, but train writes a folder of checkpoints and pictures: '
@@ -145,8 +146,8 @@ def check_out_folder(out) -> Path:
 
 # %% ../nbs/appendix_cli.ipynb #a0031684
 def check_out_image(out, inputs:dict|None=None) -> Path:
-    """The `--out` of a command that writes one image: not a folder, a file type Pillow can write, a place where it
-    can be written, and none of the command's `inputs` (`{'--image': path, ...}`), which it would replace."""
+    """The `--out` of a command that writes one image: not a folder, a file type Pillow can write, a place
+    where it can be written, and none of the command's `inputs` (`{'--image': path}`), which it replaces."""
     p = Path(out).expanduser()
     if p.is_dir():
         raise ValueError(f'--out {out} is a folder: pass an image file name such as {p / "out.png"}')
@@ -203,7 +204,7 @@ def one_line_warnings(command, args):
 
 # %% ../nbs/appendix_cli.ipynb #7fc53d00
 def attention_line(attention:str, device, verbose:bool=False) -> str:
-    "Which attention runs on the fine level, in a few words (`verbose`: which kernels, and why not the others)."
+    "Which attention runs on the fine level, in a few words (`verbose`: which kernels, why not the others)."
     if attention != 'neighborhood': return f'attention: {attention} on {torch.device(device).type}'
     line = describe_backend(device)
     if verbose: return f'attention: fine level {line}; coarse level global attention.'

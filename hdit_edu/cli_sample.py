@@ -49,8 +49,9 @@ def _shipped_class_names() -> list:
 
 def _class_option(s, default:str):
     names = ', '.join(f'{i} {n}' for i, n in enumerate(_shipped_class_names()))
+    shipped = f' (openmoji64: {names})' if names else ''
     s.add_argument('--class', dest='class_label', type=_class_value, default=None, metavar='CLASS',
-                   help=f"a class number or name{f' (openmoji64: {names})' if names else ''}; default: {default}")
+                   help=f'a class number or name{shipped}; default: {default}')
 
 def _class_value(s): return int(s) if s.strip().lstrip('-').isdigit() else s.strip()
 
@@ -134,9 +135,10 @@ def _class_index(label, model) -> int:
     listed = ', '.join(f'{i} {n}' for i, n in enumerate(names))
     if isinstance(label, str):
         if label.lower() in (low := [n.lower() for n in names]): return low.index(label.lower())
-        if not names: raise ValueError(f'--class {label}: this model has no class names: pass a number from 0 '
-                                       f'to {k - 1}')
-        raise ValueError(f'--class {label} is not a class of this model: pass one of {listed} (name or number)')
+        if not names:
+            raise ValueError(f'--class {label}: this model has no class names: pass a number, 0 to {k - 1}')
+        raise ValueError(f'--class {label} is not a class of this model: pass one of {listed} (name or '
+                         'number)')
     with option_error(f'--class must be in [0, {k}) for this model' + (f' ({listed})' if names else '')):
         check_class_labels([label], k, null_ok=False)
     return label
@@ -160,20 +162,21 @@ def _check_conditioning(args, model):
 
 # %% ../nbs/appendix_cli_sample.ipynb #2530a750
 def _check_raw(args):
-    "`--raw` needs a training run or checkpoint folder: a model file or a pretrained model holds one set of weights."
+    "`--raw` needs a run or checkpoint folder: a model file or a pretrained model holds one set of weights."
     p = Path(args.checkpoint).expanduser()
     if not args.raw or p.is_dir(): return
     what = ('a model file' if p.exists() or Path(f'{p}.safetensors').exists() else
             'a pretrained model' if args.checkpoint in pretrained_models() else None)
     if what: raise ValueError(f'--raw picks the raw (not EMA) weights of a training run, but --checkpoint '
-                              f'{args.checkpoint} is {what}, with one set of weights: leave out --raw, or pass '
-                              'a run folder')
+                              f'{args.checkpoint} is {what}, with one set of weights: leave out --raw, or '
+                              'pass a run folder')
 
 @contextmanager
 def loaded_model(args):
     "The model, its `Denoiser` and device from `--checkpoint`, `--device`, `--threads`, for a `with` block."
     device = check_device(args.device or torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
-    inputs = {f: getattr(args, f[2:].replace('-', '_'), None) for f in ('--image', '--mask', '--image-prompt')}
+    flags = ('--image', '--mask', '--image-prompt')                      # the input files a command has
+    inputs = {f: getattr(args, f[2:].replace('-', '_'), None) for f in flags}
     check_out_image(args.out, inputs)
     _check_raw(args)
     for flag, path in inputs.items():

@@ -51,10 +51,12 @@ def _training_options(t):
     o.add_argument('--out', default='runs/openmoji', help='run directory: checkpoints, samples, loss curve')
     o.add_argument('--steps', type=pos, default=3000, help='train until this many optimizer steps in total')
     o.add_argument('--minutes', type=minutes, default=None,
-                   help='stop after this many minutes with a checkpoint; run again to go on (default: no limit)')
+                   help='stop after this many minutes, with a checkpoint; run again to go on '
+                        '(default: no limit)')
     o.add_argument('--batch-size', type=pos, default=32, help='global batch size (all processes together)')
     o.add_argument('--grad-accum', type=pos, default=1, help='gradient accumulation micro-batches per step')
-    o.add_argument('--lr', type=learning_rate, default=2e-3, help='AdamW learning rate (mapping network: lr/3)')
+    o.add_argument('--lr', type=learning_rate, default=2e-3,
+                   help='AdamW learning rate (mapping network: lr/3)')
     o.add_argument('--lr-schedule', default='cosine', choices=list(LR_SCHEDULES),
                    help="'cosine': decay to lr * --lr-final at --steps; 'constant': the paper's")
     o.add_argument('--warmup-steps', type=count, default=100, help='linear lr warm-up over N steps')
@@ -62,7 +64,8 @@ def _training_options(t):
     o.add_argument('--ema-power', type=ema_power, default=0.75,
                    help='EMA warm-up power (higher: longer memory)')
     o.add_argument('--no-hflip', action='store_true', help='no random horizontal flips')
-    o.add_argument('--seed', type=random_seed, default=0, help='seed for the initial weights, data order and noise')
+    o.add_argument('--seed', type=random_seed, default=0,
+                   help='seed for the initial weights, data order and noise')
     o.add_argument('--cond-dropout', type=float, default=0.1, help='fraction of labels dropped (for CFG)')
     o.add_argument('--sample-every', type=pos, default=None,
                    help='sample grid every N steps (default: at the end)')
@@ -132,22 +135,22 @@ def _mismatch_message(e:ConfigMismatchError, trainer:Trainer, out) -> str:
 
 # %% ../nbs/appendix_cli_train.ipynb #621237a4
 def build_trainer(args) -> Trainer:
-    "Data set, model and `Trainer` for `hdit-edu train`'s options."
-    ds = _dataset(args)
-    text = {} if ds.texts is None else dict(text_vocab=WordTokenizer.from_captions(ds.texts).vocab)
-    cfg = small_hdit_config(args.size, num_classes=0 if text else ds.num_classes, width=args.width,
-                            depths=tuple(args.depths), attention=args.attention, **text,
-                            mapping_cond_dim=64 if args.image_prompt else 0)
-    torch.manual_seed(args.seed)
-    return Trainer(HDiT(cfg), ds, TrainConfig(
+    "Data set, model and `Trainer` for `hdit-edu train`'s options (the settings are checked before the data)."
+    config = TrainConfig(
         out_dir=args.out, steps=args.steps, minutes=args.minutes or None, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, seed=args.seed, cond_dropout=args.cond_dropout,
         lr_schedule=args.lr_schedule, warmup_steps=args.warmup_steps, lr_final=args.lr_final,
         ema_power=args.ema_power, hflip=not args.no_hflip,
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision, compile=args.compile, num_workers=args.num_workers,
-        resume=not args.no_resume, progress=not args.quiet),
-        mapping_cond=image_prompt_embedding if args.image_prompt else None)
+        resume=not args.no_resume, progress=not args.quiet)
+    ds = _dataset(args)
+    text = {} if ds.texts is None else dict(text_vocab=WordTokenizer.from_captions(ds.texts).vocab)
+    cfg = small_hdit_config(args.size, num_classes=0 if text else ds.num_classes, width=args.width,
+                            depths=tuple(args.depths), attention=args.attention, **text,
+                            mapping_cond_dim=64 if args.image_prompt else 0)
+    torch.manual_seed(args.seed)
+    return Trainer(HDiT(cfg), ds, config, mapping_cond=image_prompt_embedding if args.image_prompt else None)
 
 # %% ../nbs/appendix_cli_train.ipynb #e0ced53f
 def _plan_line(args) -> str:
@@ -155,11 +158,11 @@ def _plan_line(args) -> str:
     limit = f'stopping after {args.minutes:g} minutes' if args.minutes else 'no time limit'
     data = args.data + (f' ({args.subset})' if args.data == 'openmoji' and args.subset != 'default' else '')
     return (f'hdit-edu train: {data} at {args.size}px; HDiT width {args.width}, depths {args.depths[0]} '
-            f'{args.depths[1]}, {args.attention} attention; batch {args.batch_size}, {args.steps} steps, {limit}; '
-            f'output {args.out}')
+            f'{args.depths[1]}, {args.attention} attention; batch {args.batch_size}, {args.steps} steps, '
+            f'{limit}; output {args.out}')
 
 def _main_process() -> bool:
-    "Whether this is the first process of the run (torchrun and accelerate launch set RANK), before Accelerate."
+    "Whether this is the run's first process (torchrun and accelerate launch set RANK), before Accelerate."
     return os.environ.get('RANK', '0') == '0'
 
 def _diverged_message(e:TrainingDivergedError, args) -> str:
@@ -168,8 +171,9 @@ def _diverged_message(e:TrainingDivergedError, args) -> str:
     where = (f', and another --out (the last good checkpoint, {good[-1]}, is kept)' if good else
              ' (no checkpoint was written)')
     fp16 = ', or --mixed-precision bf16' if args.mixed_precision == 'fp16' else ''
-    return (f"{str(e).split(';')[0]}: the learning rate --lr {args.lr:g} is most likely too high for this model "
-            f"and batch: train again with a smaller one, e.g. --lr {min(args.lr / 10, 2e-3):g}{fp16}{where}")
+    smaller = min(args.lr / 10, 2e-3)                                  # never more than the default
+    return (f"{str(e).split(';')[0]}: the learning rate --lr {args.lr:g} is most likely too high for this "
+            f"model and batch: train again with a smaller one, e.g. --lr {smaller:g}{fp16}{where}")
 
 # %% ../nbs/appendix_cli_train.ipynb #47baa8c0
 def train_command(args) -> Trainer:
@@ -200,5 +204,6 @@ def train_command(args) -> Trainer:
               f'{done}, loss (mean of last {len(last)} steps) {sum(last) / max(1, len(last)):.4f}, '
               f'{time.time() - t0:.0f} s wall time for this command.', flush=True)
         if trainer.step < args.steps:
-            print(f'Run the same command again to continue towards {args.steps} steps.', flush=True)
+            why = f'--minutes {args.minutes:g} ended this session. ' if args.minutes else ''
+            print(f'{why}Run the same command again to continue towards {args.steps} steps.', flush=True)
     return trainer

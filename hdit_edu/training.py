@@ -413,7 +413,7 @@ def _train_step(self:Trainer, it, micro:int, per:int) -> float:
 
 # %% ../nbs/11_training.ipynb #0f10b0cf
 class TrainingDivergedError(RuntimeError):
-    "The loss or the weights became NaN or infinite: training stops, and no checkpoint of this state is written."
+    "The loss or the weights became NaN or infinite: training stops; no checkpoint of this state is saved."
 
 # %% ../nbs/11_training.ipynb #601d375d
 @patch
@@ -511,7 +511,8 @@ class _Progress:
         if self.deadline is None or n < 1 or step >= self.total: return None
         left = max(0., self.deadline - time.perf_counter())
         if left >= el / n * (self.total - step): return None
-        return f'{_fmt_time(left)} left: the time limit ends the run first, near step {step + int(left / el * n)}'
+        near = step + int(left / max(el, 1e-9) * n)               # at the measured rate
+        return f'{_fmt_time(left)} left: the time limit ends the run first, near step {near}'
 
     def close(self):
         if self.bar is not None and not _in_notebook() and self.shown: print(flush=True)   # end the bar's line

@@ -64,7 +64,7 @@ def test_train_has_no_time_limit_by_default(tmp_path):
 
 def test_the_help_says_the_limit_is_opt_in():
     text = ' '.join(build_parser()._subparsers._group_actions[0].choices['train'].format_help().split())
-    assert 'stop after this many minutes with a checkpoint; run again to go on (default: no limit)' in text
+    assert 'stop after this many minutes, with a checkpoint; run again to go on (default: no limit)' in text
     assert 'No time limit unless --minutes' in text
 
 
@@ -141,8 +141,8 @@ def test_raw_with_a_pretrained_model_or_a_model_file_is_refused(no_loading, file
     one_line_error(['sample', '--raw'], '--raw picks the raw (not EMA) weights of a training run',
                    'openmoji64 is a pretrained model', 'leave out --raw, or pass a run folder')
     (tmp_path / 'm.safetensors').write_bytes(b'')
-    one_line_error(['img2img', '--image', str(files / 'emoji.png'), '--raw', '--checkpoint', str(tmp_path / 'm.safetensors'),
-                    '--out', str(tmp_path / 'o.png')],
+    one_line_error(['img2img', '--image', str(files / 'emoji.png'), '--raw',
+                    '--checkpoint', str(tmp_path / 'm.safetensors'), '--out', str(tmp_path / 'o.png')],
                    'is a model file, with one set of weights')
 
 
@@ -234,7 +234,7 @@ def test_a_class_name_for_a_model_without_names(run2, tmp_path, monkeypatch):
         m = real(*a, **k); m.config.class_names = None; return m
     monkeypatch.setattr(cli_sample, 'load_checkpoint_model', nameless)
     one_line_error(['sample', '--checkpoint', str(run2), '--class', 'faces', *FAST, '--out', str(tmp_path / 'g.png')],
-                   '--class faces: this model has no class names: pass a number from 0 to 2')
+                   '--class faces: this model has no class names: pass a number, 0 to 2')
 
 
 def test_sample_defaults_to_the_shipped_model():

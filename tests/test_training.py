@@ -234,7 +234,8 @@ def test_pretrained_openmoji64_is_a_trained_denoiser():
     from hdit_edu.model import small_hdit_config
     assert (PRETRAINED_DIR / 'openmoji64.safetensors').stat().st_size < 25 * 2**20
     m = load_pretrained('openmoji64')
-    assert m.config == small_hdit_config(64, num_classes=3, attention='neighborhood')   # the paper's local attention
+    assert m.config == small_hdit_config(64, num_classes=3, attention='neighborhood',   # the paper's local attention
+                                         class_names=['faces', 'nature', 'food'])
     assert m.num_classes == 3
     ds = ImageDataset(openmoji_dataset(64, limit=24), 64, hflip=False)
     x = torch.stack([ds[i][0] for i in range(len(ds))]); y = torch.tensor([ds[i][1] for i in range(len(ds))])
