@@ -16,7 +16,7 @@ from .text import WordTokenizer
 from .data import (ImageDataset, openmoji_dataset, openmoji_text_dataset, image_folder_dataset,
                            load_hf_dataset)
 from .checkpoint import ConfigMismatchError, list_checkpoints
-from .training import Trainer, TrainConfig, TrainingDivergedError, LR_SCHEDULES
+from .training import Trainer, TrainConfig, TrainingDivergedError, LR_SCHEDULES, check_train_memory
 from .prompts import image_prompt_embedding
 from .cli_args import (positive_int, nonneg_int, count, minutes, fraction, ema_power, learning_rate,
                                random_seed, thread_count, check_out_folder, attention_line)
@@ -144,6 +144,10 @@ def build_trainer(args) -> Trainer:
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision, compile=args.compile, num_workers=args.num_workers,
         resume=not args.no_resume, progress=not args.quiet)
+    probe = HDiT(small_hdit_config(args.size, width=args.width, depths=tuple(args.depths), attention=args.attention))
+    check_train_memory(probe, args.batch_size, (3, args.size, args.size),       # before the data: rendering
+                       'cuda' if torch.cuda.is_available() else 'cpu',            # large images takes minutes
+                       args.grad_accum, int(os.environ.get('WORLD_SIZE', 1)))
     ds = _dataset(args)
     text = {} if ds.texts is None else dict(text_vocab=WordTokenizer.from_captions(ds.texts).vocab)
     cfg = small_hdit_config(args.size, num_classes=0 if text else ds.num_classes, width=args.width,

@@ -30,7 +30,7 @@ from .checkpoint import (
 
 # %% auto #0
 __all__ = ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor', 'TrainConfig', 'Trainer',
-           'estimate_train_memory', 'TrainingDivergedError', 'smooth_losses', 'plot_losses']
+           'estimate_train_memory', 'check_train_memory', 'TrainingDivergedError', 'smooth_losses', 'plot_losses']
 
 # %% ../nbs/11_training.ipynb #ed4cf3bc
 def ema_decay(step:int, power:float=0.75, max_decay:float=0.9999, inv_gamma:float=1.) -> float:
@@ -358,26 +358,31 @@ def _check_fits(t):
     _check_memory(t)
 
 # %% ../nbs/11_training.ipynb #bed9d649
-def _check_memory(t):
+def check_train_memory(model, batch_size:int, image_shape, device='cpu', grad_accum:int=1, num_processes:int=1):
     "Refuse, in one line naming the largest batch that fits, a batch whose estimated memory exceeds the free memory."
-    acc, cfg = t.accelerator, t.config
-    free = _available_memory(acc.device)
+    device = torch.device(device)
+    free = _available_memory(device)
     if free is None: return
-    B, A, N = cfg.batch_size, cfg.grad_accum, acc.num_processes
-    sharing = int(os.environ.get('LOCAL_WORLD_SIZE', N)) if acc.device.type == 'cpu' else 1   # same memory
-    there = 4 * sum(p.numel() for p in t.model.parameters() if p.device.type == acc.device.type)   # allocated
-    base, one = (estimate_train_memory(t.model, b, t.image_shape) for b in (0, 1))
+    B, A, N = batch_size, grad_accum, num_processes
+    sharing = int(os.environ.get('LOCAL_WORLD_SIZE', N)) if device.type == 'cpu' else 1   # same memory
+    there = 4 * sum(p.numel() for p in model.parameters() if p.device.type == device.type)   # allocated
+    base, one = (estimate_train_memory(model, b, image_shape) for b in (0, 1))
     fixed, per = sharing * (base - there), sharing * (one - base)
     need = fixed + per * max(1, B // (A * N))     # each process holds one micro-batch of B/(A*N) images
     if need <= free: return
-    c, h, w = t.image_shape
+    c, h, w = image_shape
     head = (f"batch_size={B} of {h}x{w} images needs about {_gib(need)} of memory to train this model (a rough "
-            f"estimate) but {_gib(free)} is free on this {'GPU' if acc.device.type == 'cuda' else 'machine'}")
+            f"estimate) but {_gib(free)} is free on this {'GPU' if device.type == 'cuda' else 'machine'}")
     rows = int((free - fixed) // per) if per > 0 else 0
     if rows < 1: raise ValueError(f"{head}: even one image at a time does not fit: train a smaller model")
     accum = next((a for a in range(A, B // N + 1) if B % (a * N) == 0 and B // (a * N) <= rows), None)
     split = f", or grad_accum={accum} to take the same step in micro-batches of {B // (accum * N)}" if accum else ''
     raise ValueError(f"{head}: use batch_size={rows * A * N} or less{split}")
+
+def _check_memory(t):
+    "The Trainer's memory check: its model, batch and images on its device and processes."
+    check_train_memory(t.model, t.config.batch_size, t.image_shape, t.accelerator.device, t.config.grad_accum,
+                       t.accelerator.num_processes)
 
 # %% ../nbs/11_training.ipynb #0699432f
 @patch

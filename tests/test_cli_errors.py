@@ -296,3 +296,13 @@ def test_the_first_line_comes_before_the_data(monkeypatch, tmp_path):
     assert out.splitlines() == [f'hdit-edu train: openmoji at 4096px; HDiT width 64, depths 2 4, neighborhood '
                                 f'attention; batch 32, 3000 steps, no time limit; output {tmp_path / "r"}'], out
     assert not list_checkpoints(tmp_path / 'r')
+
+
+def test_a_run_that_cannot_fit_is_refused_before_the_data(tmp_path, monkeypatch):
+    "`--size 4096` is refused by the memory estimate before any emoji is rendered (rendering them takes minutes)."
+    def no_data(args): raise AssertionError('the data was built before the memory check')
+    monkeypatch.setattr(cli_train, '_dataset', no_data)
+    t0 = time.time()
+    one_line_error(['train', '--size', '4096', '--out', str(tmp_path / 'r')],
+                   'batch_size=32 of 4096x4096 images needs about', 'even one image at a time does not fit')
+    assert time.time() - t0 < 30
