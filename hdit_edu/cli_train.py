@@ -31,7 +31,8 @@ def _data_options(t):
                    help="'openmoji', 'openmoji-text' (captions: a text model), a folder or a hub dataset")
     d.add_argument('--subset', default='default', help="OpenMoji groups: 'default', 'all' or a group name")
     d.add_argument('--limit', type=positive_int, default=None, help='use at most this many images')
-    d.add_argument('--size', type=positive_int, default=32, help='image side in pixels (a multiple of 16)')
+    d.add_argument('--size', type=positive_int, default=32,
+                   help='image side in pixels (a multiple of 8; of 4 below 32)')
 
 def _model_options(t):
     m = t.add_argument_group('model')
@@ -144,7 +145,8 @@ def build_trainer(args) -> Trainer:
         sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision, compile=args.compile, num_workers=args.num_workers,
         resume=not args.no_resume, progress=not args.quiet)
-    probe = HDiT(small_hdit_config(args.size, width=args.width, depths=tuple(args.depths), attention=args.attention))
+    probe = HDiT(small_hdit_config(args.size, width=args.width, depths=tuple(args.depths),
+                                   attention=args.attention))
     check_train_memory(probe, args.batch_size, (3, args.size, args.size),       # before the data: rendering
                        'cuda' if torch.cuda.is_available() else 'cpu',            # large images takes minutes
                        args.grad_accum, int(os.environ.get('WORLD_SIZE', 1)))
@@ -182,8 +184,11 @@ def _diverged_message(e:TrainingDivergedError, args) -> str:
 # %% ../nbs/appendix_cli_train.ipynb #47baa8c0
 def train_command(args) -> Trainer:
     "`hdit-edu train`: build data and model from `args`, then train (resuming from `args.out` if possible)."
-    if args.size % 16:
-        raise ValueError(f'--size must be a multiple of 16 (patching and one 2x2 merge), got {args.size}')
+    stride = 2 * (2 if args.size < 32 else 4)     # the patch (2 px below 32 px, else 4), one 2x2 merge
+    if args.size % stride:
+        lo, hi = args.size // stride * stride, (args.size // stride + 1) * stride
+        raise ValueError(f'--size must be a multiple of {stride} at this size (a {stride // 2}-pixel patch '
+                         f'and one 2x2 merge), got {args.size}: pass {lo or hi} or {hi}')
     check_out_folder(args.out)
     if _main_process(): print(_plan_line(args), flush=True)
     t0 = time.time()

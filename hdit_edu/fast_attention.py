@@ -27,7 +27,8 @@ def _check_backend(backend):
 def _check_setting(name, value):
     if name == 'backend': return _check_backend(value)
     if name not in ('dense_max_tokens', 'cpu_tile', 'cpu_block_bytes'):
-        raise ValueError(f"unknown setting {name!r}: choose from backend, dense_max_tokens, cpu_tile, cpu_block_bytes.")
+        raise ValueError(f"unknown setting {name!r}: choose from backend, dense_max_tokens, cpu_tile, "
+                         "cpu_block_bytes.")
     if not isinstance(value, int) or isinstance(value, bool) or value < (name != 'dense_max_tokens'):
         raise ValueError(f"{name} must be an int >= {int(name != 'dense_max_tokens')}, got {value!r}.")
 
@@ -44,7 +45,7 @@ class NAContext:
         for f in dataclasses.fields(self): setattr(self, f.name, f.default)
 
     def __setattr__(self, name, value):
-        "Every setting is checked as it is set: `na_context.backend = 'fast'` is an error, not a silent change."
+        "Every setting is checked as it is set: `na_context.backend = 'fast'` is an error, not a change."
         if name == 'natten_announced': value = bool(value)
         else: _check_setting(name, value)
         super().__setattr__(name, value)
@@ -394,8 +395,9 @@ def describe_backend(device=None) -> str:
         return "neighborhood attention: no CUDA device here (this torch build or machine has none)"
     x, setting, n = _probe(dev), na_context.backend, na_context.dense_max_tokens
     try: which = _choose_backend(x, x, x, setting)
-    except (ImportError, ValueError) as e: return f"neighborhood attention: {setting!r} cannot run on {dev.type}: {e}"
-    if setting in ('auto', 'torch') and which == 'tiled': which = 'torch'    # small maps dense, larger ones tiled
+    except (ImportError, ValueError) as e:
+        return f"neighborhood attention: {setting!r} cannot run on {dev.type}: {e}"
+    if setting in ('auto', 'torch') and which == 'tiled': which = 'torch'    # small maps dense, large tiled
     what = {'natten': "NATTEN's fused kernels", 'dense': "one masked SDPA (dense N×N mask)",
             'gather': "the pure-PyTorch gather loop", 'tiled': "masked SDPA on tiles of the map",
             'flex': f"flex_attention ({'compiled' if dev.type == 'cuda' else 'eager, forward only'}"

@@ -73,7 +73,7 @@ class TrajectoryViewer:
     def __init__(self, denoiser=None, checkpoint=None, size=None, channels=None, sampler:str='dpmpp_3m_sde',
                  steps:int=25, cfg_scale:float=1., seed:int=0, class_cond:int=None, class_names=None,
                  sigma_min:float=1e-2, sigma_max:float=80., device=None):
-        self.denoiser, self.source = open_denoiser(denoiser, checkpoint, device)   # given, checkpoint or shipped
+        self.denoiser, self.source = open_denoiser(denoiser, checkpoint, device)   # given, run or shipped
         self.num_classes = _num_classes(self.denoiser)
         self.class_names = class_names or _class_names(self.denoiser)
         self.size, self.channels = _image_shape(self.denoiser, size, channels)
@@ -105,7 +105,8 @@ def plot_strip(self:TrajectoryViewer, ncols:int=8):
     fig, axs = plt.subplots(2, len(idx), figsize=(min(10, 1.25 * len(idx)), 3), dpi=100, squeeze=False)
     for j, i in enumerate(idx):
         x, den, sigma = self.frames[i]
-        for ax, im in zip(axs[:, j], (_display_image(x, sigma, self.sigma_data), _display_image(den)), strict=True):
+        pics = (_display_image(x, sigma, self.sigma_data), _display_image(den))
+        for ax, im in zip(axs[:, j], pics, strict=True):
             ax.imshow(im, cmap='gray' if im.ndim == 2 else None, interpolation='nearest')
             ax.set_xticks([]); ax.set_yticks([])
         axs[0, j].set_title(f'step {i}\nσ={sigma:.2g}', fontsize=8)
