@@ -19,7 +19,7 @@ HOMES = {randomness: ['seed_for', 'step_generator', 'step_draws', 'DATA_STREAM',
                       'write_checkpoint', 'prune_checkpoints', 'config_diffs', 'make_accelerator',
                       'load_checkpoint_model', 'checkpoint_sigma_data'],
          training: ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor',
-                    'TrainConfig', 'Trainer', 'TrainingDivergedError', 'estimate_train_memory', 'smooth_losses',
+                    'TrainConfig', 'Trainer', 'TrainingDivergedError', 'estimate_train_memory', 'check_train_memory', 'smooth_losses',
                     'plot_losses']}
 
 
