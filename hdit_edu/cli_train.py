@@ -16,7 +16,8 @@ from .text import WordTokenizer
 from .data import (ImageDataset, openmoji_dataset, openmoji_text_dataset, image_folder_dataset,
                            load_hf_dataset)
 from .checkpoint import ConfigMismatchError, list_checkpoints
-from .training import Trainer, TrainConfig, TrainingDivergedError, LR_SCHEDULES, check_train_memory
+from .training import Trainer, TrainConfig, TrainingDivergedError, LR_SCHEDULES
+from .memory import check_train_memory
 from .prompts import image_prompt_embedding
 from .cli_args import (positive_int, nonneg_int, count, minutes, fraction, ema_power, learning_rate,
                                random_seed, thread_count, check_out_folder, attention_line)

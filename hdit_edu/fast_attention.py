@@ -7,7 +7,7 @@ __all__ = ['BACKENDS', 'DENSE_MAX_TOKENS', 'CPU_TILE', 'CPU_BLOCK_BYTES', 'na_co
            'na_mask_mod', 'block_mask_kinds', 'na_block_mask', 'na2d', 'describe_backend']
 
 # %% ../nbs/appendix_fast_attention.ipynb #cb09204e
-import contextlib, dataclasses, functools, math, os, warnings
+import contextlib, dataclasses, functools, math, warnings
 import torch
 import torch.nn.functional as F
 from .neighborhood import (window_indices, neighborhood_mask, window, unwindow, _check_qkv, _check_na_args,

@@ -35,14 +35,14 @@ class HDiT(nn.Module):
         cond, text = self.conditioning(sigma, class_cond, mapping_cond, aug_cond, text), text and text[:2]
         # 3. down: at every level but the last, run its layers, keep a skip, merge 2x2 tokens into one
         skips, poses = [], []
-        for level, merge in zip(self.down_levels, self.merges):
+        for level, merge in zip(self.down_levels, self.merges, strict=True):
             x = level(x, pos, cond, text)
             skips.append(x); poses.append(pos)
             x, pos = merge(x), downscale_pos(pos)
         # 4. middle: the coarsest level, where global attention is affordable
         x = self.mid_level(x, pos, cond, text)
         # 5. up: split every token into 2x2, lerp with the skip, run the level's second stack of layers
-        for level, split, skip, pos in reversed(list(zip(self.up_levels, self.splits, skips, poses))):
+        for level, split, skip, pos in [*zip(self.up_levels, self.splits, skips, poses, strict=True)][::-1]:
             x = level(split(x, skip), pos, cond, text)
         # 6. unpatching: RMSNorm, a linear layer to p*p*c numbers per token, tokens back to pixels
         return self.patch_out(self.out_norm(x)).movedim(-1, -3)
@@ -229,8 +229,9 @@ def _build(self:HDiT, config:HDiTConfig):
     self.patch_in = TokenMerge(config.input_channels, levels[0].width, config.patch_size)
     self._build_mapping(config)
     self._build_levels(config)
-    self.merges = nn.ModuleList([TokenMerge(a.width, b.width) for a, b in zip(levels[:-1], levels[1:])])
-    self.splits = nn.ModuleList([TokenSplit(b.width, a.width) for a, b in zip(levels[:-1], levels[1:])])
+    pairs = list(zip(levels[:-1], levels[1:], strict=True))            # (finer, coarser) neighbours
+    self.merges = nn.ModuleList([TokenMerge(a.width, b.width) for a, b in pairs])
+    self.splits = nn.ModuleList([TokenSplit(b.width, a.width) for a, b in pairs])
     self.out_norm = RMSNorm(levels[0].width)
     self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
     nn.init.zeros_(self.patch_out.proj.weight)

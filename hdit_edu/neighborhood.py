@@ -75,13 +75,13 @@ def neighborhood_mask(height:int, width:int, kernel_size:int, dilation:int=1, de
 def _check_qkv(q, k, v=None):
     names = ('q', 'k', 'v') if v is not None else ('q', 'k')
     ts = (q, k, v) if v is not None else (q, k)
-    for n, t in zip(names, ts):
+    for n, t in zip(names, ts, strict=True):
         if not isinstance(t, torch.Tensor): raise TypeError(f"{n} must be a torch.Tensor, got {type(t).__name__}.")
         if t.dim() != 5:
             raise ValueError(f"{n} must have 5 dimensions [batch, height, width, heads, head_dim], got shape "
                              f"{tuple(t.shape)}: reshape channels-last token maps with "
                              f"x.view(b, h, w, heads, head_dim).")
-    for n, t in zip(names[1:], ts[1:]):
+    for n, t in zip(names[1:], ts[1:], strict=True):
         if t.shape != q.shape:
             raise ValueError(f"q, k and v must have the same shape [batch, height, width, heads, head_dim]: "
                              f"q is {tuple(q.shape)} but {n} is {tuple(t.shape)}.")

@@ -240,7 +240,7 @@ def openmoji_score(samples, subset='default', seed:int=0, net:'FeatureNet|None'=
     if n > len(B): raise ValueError(f"{n} samples, but the reference half has only {len(B)} images: "
                                     f"score at most {len(B)} samples.")
     if n < 50: warnings.warn(f"only {n} samples: the Fréchet distance is strongly biased upwards at this "
-                             "size; use 100 or more.")
+                             "size; use 100 or more.", stacklevel=2)
     fA = extract_features(A, net)
     fd, floor = (frechet_distance(fA, extract_features(v, net)) for v in (x, B[:n]))
     return dict(fd=fd, floor=floor, ratio=fd / floor, n=n, size=int(x.shape[-1]))

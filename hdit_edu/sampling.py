@@ -274,15 +274,17 @@ def _check_seed(seed) -> int:
     "`seed` as an int that `torch.Generator.manual_seed` takes, or a one-line ValueError naming the range."
     return _whole(seed, 'seed', -2 ** 63, 2 ** 64 - 1, 'from -2**63 to 2**64 - 1 (what torch.Generator takes)')
 
+# %% ../nbs/08_sampling.ipynb #ba4152e4
 def check_cfg_scale(cfg_scale) -> float:
-    """`cfg_scale` as a float from 0 to 100, else a one-line ValueError: the rule `sample`, `inpaint`, `img2img`
-    and the command line share. 0: unconditional, 1: no guidance, 3-10: strong guidance. The bound: at 100 about
-    half the pixels of the shipped model's samples already leave [-1, 1]; above it there is only saturation."""
+    """`cfg_scale` as a float from 0 to 100, else a one-line ValueError: the rule `sample`, `inpaint`,
+    `img2img` and the command line share. 0: unconditional, 1: no guidance, 3-10: strong guidance. The bound:
+    at 100 about half the pixels of the shipped model's samples already leave [-1, 1]; above it there is only
+    saturation."""
     try: cfg = float(cfg_scale)
     except (TypeError, ValueError, RuntimeError): cfg = math.nan
     if isinstance(cfg_scale, bool) or not 0 <= cfg <= 100:           # also refuses nan and inf
-        raise ValueError(f"cfg_scale must be a finite number from 0 to 100 (1: no guidance, 0: unconditional, "
-                         f"3-10: strong guidance), got {cfg_scale!r}.")
+        raise ValueError(f"cfg_scale must be a finite number from 0 to 100 (1: no guidance, "
+                         f"0: unconditional, 3-10: strong guidance), got {cfg_scale!r}.")
     return cfg
 
 

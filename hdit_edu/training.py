@@ -23,6 +23,7 @@ from .model_checks import check_class_labels
 from .model import HDiT
 from .sampling import sample as sample_images, SAMPLERS, check_cfg_scale
 from .data import image_grid
+from .memory import check_train_memory
 from .checkpoint import (
     CheckpointError, ConfigMismatchError, TRAJECTORY_FIELDS, config_diffs, load_weights, list_checkpoints,
     read_checkpoint, write_checkpoint, prune_checkpoints, make_accelerator,
@@ -30,7 +31,7 @@ from .checkpoint import (
 
 # %% auto #0
 __all__ = ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor', 'TrainConfig', 'Trainer',
-           'estimate_train_memory', 'check_train_memory', 'TrainingDivergedError', 'smooth_losses', 'plot_losses']
+           'TrainingDivergedError', 'smooth_losses', 'plot_losses']
 
 # %% ../nbs/11_training.ipynb #ed4cf3bc
 def ema_decay(step:int, power:float=0.75, max_decay:float=0.9999, inv_gamma:float=1.) -> float:
@@ -306,42 +307,7 @@ def _writable_dir(out_dir) -> Path:
                          "write to, or out_dir=None to write nothing") from None
     return p
 
-# %% ../nbs/11_training.ipynb #9886bd26
-_ACTIVATION_BYTES = 144   # per token, channel and layer: measured on the CPU (peak RSS), 132-152 for small HDiTs
-
-def estimate_train_memory(model:nn.Module, batch_size:int, image_shape) -> int:
-    """Rough bytes that training `model` on batches of `batch_size` images of `image_shape` `(c, h, w)` needs:
-    20 per parameter (weights, EMA, gradients, AdamW's two moments), the images, and for an HDiT the activations
-    its backward pass keeps, `_ACTIVATION_BYTES` per token, channel and layer (plus global attention maps)."""
-    c, h, w = image_shape
-    per_image = 32 * c * h * w                    # images, noise, noised images, outputs, their gradients
-    cfg = getattr(model, 'config', None)
-    if hasattr(cfg, 'levels') and hasattr(cfg, 'token_sizes'):
-        for i, ((th, tw), lv) in enumerate(zip(cfg.token_sizes((h, w)), cfg.levels, strict=True)):
-            tokens, layers = th * tw, lv.depth * (1 if i == len(cfg.levels) - 1 else 2)   # down and up
-            per_image += _ACTIVATION_BYTES * tokens * lv.width * layers
-            if lv.attention == 'global': per_image += 2 * tokens ** 2 * max(1, lv.width // lv.d_head) * layers
-    return 20 * sum(p.numel() for p in model.parameters()) + batch_size * per_image
-
 # %% ../nbs/11_training.ipynb #dc5ae302
-def _available_memory(device) -> int|None:
-    "Bytes free for new tensors: the GPU's free memory, or the machine's available memory (and a container's)."
-    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
-    if device.type != 'cpu': return None
-    free = []
-    try: free += [int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:')]
-    except (OSError, ValueError, IndexError): pass
-    if not free:
-        try: free.append(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES'))
-        except (ValueError, OSError, AttributeError): pass
-    try:                                         # a container's limit (cgroup v2)
-        limit = Path('/sys/fs/cgroup/memory.max').read_text().strip()
-        if limit != 'max': free.append(int(limit) - int(Path('/sys/fs/cgroup/memory.current').read_text()))
-    except (OSError, ValueError): pass
-    return min(free) if free else None
-
-def _gib(b:float) -> str: return f'{b / 2**30:.1f} GiB'
-
 def _check_fits(t):
     "Refuse, in one line, images of another size than the model's, or a batch too big for the free memory."
     if len(t.image_shape) != 3: return
@@ -358,27 +324,6 @@ def _check_fits(t):
     _check_memory(t)
 
 # %% ../nbs/11_training.ipynb #bed9d649
-def check_train_memory(model, batch_size:int, image_shape, device='cpu', grad_accum:int=1, num_processes:int=1):
-    "Refuse, in one line naming the largest batch that fits, a batch whose estimated memory exceeds the free memory."
-    device = torch.device(device)
-    free = _available_memory(device)
-    if free is None: return
-    B, A, N = batch_size, grad_accum, num_processes
-    sharing = int(os.environ.get('LOCAL_WORLD_SIZE', N)) if device.type == 'cpu' else 1   # same memory
-    there = 4 * sum(p.numel() for p in model.parameters() if p.device.type == device.type)   # allocated
-    base, one = (estimate_train_memory(model, b, image_shape) for b in (0, 1))
-    fixed, per = sharing * (base - there), sharing * (one - base)
-    need = fixed + per * max(1, B // (A * N))     # each process holds one micro-batch of B/(A*N) images
-    if need <= free: return
-    c, h, w = image_shape
-    head = (f"batch_size={B} of {h}x{w} images needs about {_gib(need)} of memory to train this model (a rough "
-            f"estimate) but {_gib(free)} is free on this {'GPU' if device.type == 'cuda' else 'machine'}")
-    rows = int((free - fixed) // per) if per > 0 else 0
-    if rows < 1: raise ValueError(f"{head}: even one image at a time does not fit: train a smaller model")
-    accum = next((a for a in range(A, B // N + 1) if B % (a * N) == 0 and B // (a * N) <= rows), None)
-    split = f", or grad_accum={accum} to take the same step in micro-batches of {B // (accum * N)}" if accum else ''
-    raise ValueError(f"{head}: use batch_size={rows * A * N} or less{split}")
-
 def _check_memory(t):
     "The Trainer's memory check: its model, batch and images on its device and processes."
     check_train_memory(t.model, t.config.batch_size, t.image_shape, t.accelerator.device, t.config.grad_accum,
@@ -563,7 +508,7 @@ def _real_prompts(trainer, n:int) -> dict:
 
 # %% ../nbs/11_training.ipynb #462b06ef
 @patch
-def write_outputs(self:Trainer, samples:bool=True):
+def _write_outputs(self:Trainer, samples:bool=True):
     "Main process: write samples (`samples.png`, `samples/step_*.png`), `real.png` and `loss.png`."
     if self.out_dir is None or not self.accelerator.is_main_process: return
     self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -695,7 +640,7 @@ def _meta(self:Trainer) -> dict:
             'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S')}
 
 @patch
-def save_checkpoint(self:Trainer) -> Path|None:
+def _save_checkpoint(self:Trainer) -> Path|None:
     "Write a checkpoint of this step to `out_dir` (main process; everyone waits); returns its path."
     if self.out_dir is None:
         raise ValueError("this trainer has out_dir=None: nowhere to save a checkpoint")
@@ -709,7 +654,7 @@ def save_checkpoint(self:Trainer) -> Path|None:
     return path
 
 @patch
-def check_compatible(self:Trainer, meta:dict):
+def _check_compatible(self:Trainer, meta:dict):
     "Raise `ConfigMismatchError` naming each setting in which the checkpoint `meta` differs from this run"
     saved, now = meta.get('train_config', {}), _jsonable(asdict(self.config))
     saved = {k: saved.get(k, _FIELD_DEFAULTS.get(k)) for k in TRAJECTORY_FIELDS}
@@ -732,10 +677,10 @@ def check_compatible(self:Trainer, meta:dict):
         raise err
 
 @patch
-def load_checkpoint(self:Trainer, path) -> Path:
+def _load_checkpoint(self:Trainer, path) -> Path:
     "Restore weights, EMA, optimizer, step and loss history from the checkpoint at `path`."
     meta = read_checkpoint(path)
-    self.check_compatible(meta)
+    self._check_compatible(meta)
     ck = Path(meta['path'])
     load_weights(self.model, ck / 'model')
     load_weights(self.ema, ck / 'ema')
@@ -754,7 +699,7 @@ def _resume(self:Trainer, steps:int):
     if not self.config.resume:
         raise CheckpointError(f"{self.out_dir} already holds checkpoints and resume=False: choose "
                               "another out_dir, delete the old run, or resume it.")
-    ck = self.load_checkpoint(self.out_dir)
+    ck = self._load_checkpoint(self.out_dir)
     self._print(f'Resuming from checkpoint {ck} at step {self.step} (target: {steps} steps).')
 
 @patch
@@ -798,9 +743,9 @@ def _periodic_outputs(self:Trainer):
     "A checkpoint every `checkpoint_every` steps and a sample grid every `sample_every` steps."
     cfg = self.config
     if self.out_dir is None: return
-    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0: self.save_checkpoint()
+    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0: self._save_checkpoint()
     if cfg.sample_every and self.step % cfg.sample_every == 0:
-        self.write_outputs(); self.accelerator.wait_for_everyone()
+        self._write_outputs(); self.accelerator.wait_for_everyone()
 
 @patch
 def _finish(self:Trainer, interrupted:bool):
@@ -808,20 +753,20 @@ def _finish(self:Trainer, interrupted:bool):
     if self.out_dir is None:
         if interrupted: raise KeyboardInterrupt
         return self
-    path = self.save_checkpoint()
+    path = self._save_checkpoint()
     what = 'samples, real images and loss curve' if self.config.sample_n else 'loss curve'
     if interrupted:                                     # a picture of where it stopped, as at the end of a run
         self._print(f'Interrupted: saved checkpoint {path} at step {self.step}; writing the {what} '
                     '(Ctrl-C again to skip).')
-        self.write_outputs(); self.accelerator.wait_for_everyone()
+        self._write_outputs(); self.accelerator.wait_for_everyone()
         self._print(f'Step {self.step}: {what} in {self.out_dir}. Run again to resume.')
         raise KeyboardInterrupt
-    self.write_outputs(); self.accelerator.wait_for_everyone()
+    self._write_outputs(); self.accelerator.wait_for_everyone()
     self._print(f'Step {self.step}: checkpoint {path}; {what} in {self.out_dir}.')
     return self
 
 # %% ../nbs/11_training.ipynb #fdcdb4cf
-del (_train_step, sample, real_images, write_outputs, fit,    # @patch leaves these names bound to None
-     _should_stop, _signals_to_flag, _survive, _save_if_consistent, _print, _meta, save_checkpoint, check_compatible,
-     load_checkpoint, _resume, _nothing_to_train, _batch_split, _data_loader, _periodic_outputs, _finish,
+del (_train_step, sample, real_images, _write_outputs, fit,    # @patch leaves these names bound to None
+     _should_stop, _signals_to_flag, _survive, _save_if_consistent, _print, _meta, _save_checkpoint, _check_compatible,
+     _load_checkpoint, _resume, _nothing_to_train, _batch_split, _data_loader, _periodic_outputs, _finish,
      _nonfinite_weights, _diverged)

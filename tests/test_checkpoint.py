@@ -19,7 +19,7 @@ HOMES = {randomness: ['seed_for', 'step_generator', 'step_draws', 'DATA_STREAM',
                       'write_checkpoint', 'prune_checkpoints', 'config_diffs', 'make_accelerator',
                       'load_checkpoint_model', 'checkpoint_sigma_data'],
          training: ['LR_SCHEDULES', 'ema_decay', 'ema_update', 'param_groups', 'make_optimizer', 'lr_factor',
-                    'TrainConfig', 'Trainer', 'TrainingDivergedError', 'estimate_train_memory', 'check_train_memory', 'smooth_losses',
+                    'TrainConfig', 'Trainer', 'TrainingDivergedError', 'smooth_losses',
                     'plot_losses']}
 
 
@@ -44,9 +44,9 @@ def test_every_name_lives_in_its_home(mod):
 
 def test_trainer_is_one_class_with_its_own_methods():
     assert training.Trainer.__mro__ == (training.Trainer, object)
-    for name in ['fit', 'save_checkpoint', 'load_checkpoint', 'check_compatible', '_meta', '_should_stop',
+    for name in ['fit', '_save_checkpoint', '_load_checkpoint', '_check_compatible', '_meta', '_should_stop',
                  '_signals_to_flag', '_survive', '_save_if_consistent', '_resume', '_nothing_to_train', '_batch_split',
-                 '_data_loader', '_periodic_outputs', '_finish', 'write_outputs', 'sample', 'real_images']:
+                 '_data_loader', '_periodic_outputs', '_finish', '_write_outputs', 'sample', 'real_images']:
         assert name in vars(training.Trainer), name
     assert not [k for k, v in vars(checkpoint).items() if isinstance(v, type) and v.__module__ == checkpoint.__name__
                 and not issubclass(v, Exception)]                  # checkpoint: functions over files, no mixins

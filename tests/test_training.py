@@ -76,7 +76,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert sorted(p.name for p in ck.iterdir()) == ['ema.json', 'ema.safetensors', 'model.json', 'model.safetensors',
                                                      'optimizer.safetensors', 'trainer.json']
     u = make_trainer(tmp_path, steps=3)
-    u.load_checkpoint(tmp_path)
+    u._load_checkpoint(tmp_path)
     assert u.step == 3 and u.losses == t.losses
     _assert_same_state(u, t)
     assert not torch.equal(u.ema.out.weight, u.model.out.weight)   # EMA and model are saved separately

@@ -14,10 +14,11 @@ from torch.utils.data import TensorDataset
 sys.path.insert(0, str(Path(__file__).parent))
 from mp_train import TinyNet, make_trainer, tiny_dataset  # noqa: E402
 
-import hdit_edu.training as training  # noqa: E402
 from hdit_edu.checkpoint import list_checkpoints  # noqa: E402
 from hdit_edu.model import HDiT, HDiTConfig, small_hdit_config  # noqa: E402
-from hdit_edu.training import Trainer, TrainConfig, TrainingDivergedError, estimate_train_memory  # noqa: E402
+from hdit_edu.training import Trainer, TrainConfig, TrainingDivergedError  # noqa: E402
+from hdit_edu.memory import estimate_train_memory  # noqa: E402
+from hdit_edu import memory  # noqa: E402
 
 
 def _one_line(e): assert '\n' not in str(e.value), str(e.value)
@@ -301,7 +302,7 @@ def _hdit_trainer(size, batch_size, **kw):
 
 
 def test_a_batch_too_big_for_the_memory_is_refused_naming_the_largest_that_fits(monkeypatch):
-    monkeypatch.setattr(training, '_available_memory', lambda device: 4 * 2**30)   # a 4 GiB machine
+    monkeypatch.setattr(memory, 'available_memory', lambda device: 4 * 2**30)   # a 4 GiB machine
     with pytest.raises(ValueError, match=r'^batch_size=100000 of 32x32 images needs about \d+\.\d GiB of memory to '
                        r'train this model \(a rough estimate\) but 4\.0 GiB is free on this machine: use '
                        r'batch_size=(\d+) or less, or grad_accum=(\d+) to take the same step in micro-batches of '
@@ -318,14 +319,14 @@ def test_a_batch_too_big_for_the_memory_is_refused_naming_the_largest_that_fits(
 
 
 def test_a_model_too_big_for_the_memory_is_refused(monkeypatch):
-    monkeypatch.setattr(training, '_available_memory', lambda device: 2**20)
+    monkeypatch.setattr(memory, 'available_memory', lambda device: 2**20)
     with pytest.raises(ValueError, match=r'is free on this machine: even one image at a time does not fit: train a '
                        r'smaller model$'):
         _hdit_trainer(32, 8)
 
 
 def test_the_real_memory_of_this_machine_refuses_an_absurd_batch():
-    assert training._available_memory(torch.device('cpu')) > 0
+    assert memory.available_memory(torch.device('cpu')) > 0
     with pytest.raises(ValueError, match=r'^batch_size=10000000 of 32x32 images needs about .* GiB is free on this '
                        r'machine: use batch_size=\d+ or less'):
         _hdit_trainer(32, 10_000_000)
