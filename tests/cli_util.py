@@ -22,3 +22,12 @@ def one_line_error(argv, *fragments, command_prefix=False):
     if command_prefix: assert err.startswith(f'hdit-edu {argv[0]}: error: '), err
     for f in fragments: assert f in err, (f, err)
     return err.strip()
+
+
+def write_edit_files(d):
+    "An emoji at the shipped model's 64 px (`emoji.png`) and a mask painting its upper half (`mask.png`) in `d`."
+    from PIL import Image
+    from hdit_edu.data import openmoji_dataset
+    openmoji_dataset(64, limit=1)['image'][0].convert('RGB').save(d / 'emoji.png')
+    m = Image.new('L', (64, 64), 0); m.paste(255, (0, 0, 64, 32)); m.save(d / 'mask.png')
+    return d

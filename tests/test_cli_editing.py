@@ -8,10 +8,9 @@ import pytest
 from PIL import Image
 
 from hdit_edu.cli import build_parser
-from hdit_edu.data import openmoji_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_util import run_cli, one_line_error as _one_line_error  # noqa: E402
+from cli_util import run_cli, one_line_error as _one_line_error, write_edit_files  # noqa: E402
 
 
 def one_line_error(argv, *fragments): return _one_line_error(argv, *fragments, command_prefix=True)
@@ -21,8 +20,7 @@ def one_line_error(argv, *fragments): return _one_line_error(argv, *fragments, c
 def files(tmp_path_factory):
     "An emoji at the shipped model's 64 px, a mask painting its upper half, and a few bad files."
     d = tmp_path_factory.mktemp('edit')
-    openmoji_dataset(64, limit=1)['image'][0].convert('RGB').save(d / 'emoji.png')
-    m = Image.new('L', (64, 64), 0); m.paste(255, (0, 0, 64, 32)); m.save(d / 'mask.png')
+    write_edit_files(d)
     Image.new('L', (64, 64), 0).save(d / 'black.png')
     Image.new('RGB', (32, 32), 'white').save(d / 'small.png')
     (d / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')

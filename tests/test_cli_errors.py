@@ -13,11 +13,10 @@ import hdit_edu.cli_sample as cli_sample
 import hdit_edu.cli_train as cli_train
 from hdit_edu.cli import build_parser
 from hdit_edu.checkpoint import list_checkpoints
-from hdit_edu.data import openmoji_dataset
 from hdit_edu.training import Trainer, TrainingDivergedError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cli_util import run_cli, one_line_error as _one_line_error  # noqa: E402
+from cli_util import run_cli, one_line_error as _one_line_error, write_edit_files  # noqa: E402
 
 TINY = ['--size', '16', '--limit', '32', '--width', '32', '--depths', '1', '1', '--batch-size', '8', '--quiet',
         '--threads', '1']
@@ -39,8 +38,7 @@ def no_loading(monkeypatch):
 def files(tmp_path_factory):
     "An emoji at the shipped model's 64 px and a mask painting its upper half."
     d = tmp_path_factory.mktemp('files')
-    openmoji_dataset(64, limit=1)['image'][0].convert('RGB').save(d / 'emoji.png')
-    m = Image.new('L', (64, 64), 0); m.paste(255, (0, 0, 64, 32)); m.save(d / 'mask.png')
+    write_edit_files(d)
     return d
 
 
