@@ -47,8 +47,11 @@ def test_text_results_are_complete_and_recorded_with_their_commands():
         row = res['equal_compute'][key]
         assert row['command'].startswith('python tools/text_results.py score ') and row['images_seen'] == 96_000
         assert 0 <= row['cfg3']['top1'] <= row['cfg3']['top5'] <= 1
-    assert res['curve']['points'] and res['curve']['command'].startswith('python tools/text_results.py curve')
-    assert res['training']['command'].startswith('python tools/train_text_model.py')
+    assert res['curve']['points'] and all(c.startswith('python tools/text_results.py curve')
+                                          for c in res['curve']['commands'])
+    assert res['training']['stages'] and all(st['command'].startswith('python tools/train_text_model.py')
+                                              for st in res['training']['stages'])
+    assert res['training']['steps'] == sum(st['steps'] for st in res['training']['stages'])
     assert res['models']['openmoji-text']['model'] == 'openmoji-text'
 
 
@@ -61,4 +64,4 @@ def test_readme_and_model_card_quote_the_text_results():
         assert pc(v) in readme, pc(v)
     card = (ROOT / 'hdit_edu' / 'pretrained' / 'MODEL_CARD_openmoji-text.md').read_text(encoding='utf-8')
     assert f"| guidance 3 | {pc(m['cfg3']['top1'])} | {pc(m['cfg3']['top5'])} | {m['cfg3']['fd']} |" in card
-    assert res['training']['command'] in card
+    assert all(st['command'] in card for st in res['training']['stages'])

@@ -2,9 +2,12 @@
 
 Trains with the package's `Trainer` on every OpenMoji emoji that has an English name (`openmoji_text_dataset`),
 one caption each, and keeps every checkpoint so `tools/text_results.py` can draw prompt accuracy against images seen.
-Usage (the shipped model's exact command is in hdit_edu/pretrained/MODEL_CARD.md):
-`python tools/train_text_model.py --out runs/openmoji-text --steps 24000 --threads 1`. Run it again to resume.
-Export the EMA weights with `python tools/train_text_model.py --out runs/openmoji-text --export NAME`.
+The shipped model's exact commands (also in nbs/results/text_to_emoji.json and its model card): two stages,
+  python tools/train_text_model.py --out runs/openmoji-text --steps 30000 --threads 1
+  python tools/train_text_model.py --out runs/openmoji-text2 --init runs/openmoji-text --steps 26000 --lr 1e-3 \
+      --warmup-steps 500 --threads 1
+  python tools/train_text_model.py --out runs/openmoji-text2 --export hdit_edu/pretrained/openmoji-text
+Run a stage again to resume it; `--init` starts a second cosine schedule from a run's EMA weights.
 """
 import argparse, torch
 from hdit_edu.model import HDiT, small_hdit_config
