@@ -15,6 +15,7 @@ from .diffusion import Denoiser
 from .threads import cpu_threads
 from .text import BOS
 from .model_checks import check_input_size, _nonfinite, _diverged
+from .memory import check_sample_memory
 
 # %% ../nbs/08_sampling.ipynb #0178ee7a
 class GaussianMixtureDenoiser(nn.Module):
@@ -480,6 +481,7 @@ def sample(denoiser, n:int, size, channels:int=3, sampler:str='dpmpp_3m_sde', st
     den, device = _checked(denoiser, device, (h, w))        # bare HDiT wrapped; device, weights, size checked
     extra_args = _cond_args(den, n, device, class_cond, prompt, mapping_cond)   # checked; the text page
     run = _guided(den, cfg_scale, extra_args, (class_cond, prompt, mapping_cond))   # guided if cfg_scale != 1
+    check_sample_memory(getattr(den, 'model', den), n, (channels, h, w), device, cfg_scale != 1)   # one line
     with cpu_threads(threads, device), _eval_mode(den):
         gen = torch.Generator(device).manual_seed(seed)
         x = torch.randn((n, channels, h, w), generator=gen, device=device) * sigma_max

@@ -268,3 +268,17 @@ def test_the_models_training_mode_is_restored(img, box):
     m.train()
     sample(m, 1, 16, steps=1, class_cond=0, cfg_scale=2.)
     assert all(x.training for x in m.modules())                        # and a training one in training mode
+
+
+def test_sampling_that_cannot_fit_is_refused_before_any_noise():
+    "A sampling run whose memory estimate exceeds the free memory gets one line naming what fits."
+    from hdit_edu.memory import check_sample_memory, estimate_sample_memory
+    from hdit_edu.model_files import load_pretrained
+    model = load_pretrained('openmoji64')
+    assert estimate_sample_memory(model, 32, (3, 64, 64)) < estimate_sample_memory(model, 64, (3, 64, 64))
+    assert estimate_sample_memory(model, 16, (3, 64, 64)) < 2**30                     # the course's samples: small
+    with pytest.raises(ValueError, match=r'sampling 100000 images of 64x64 needs about .* use n=\d+ or fewer'):
+        check_sample_memory(model, 100_000, (3, 64, 64))
+    with pytest.warns(UserWarning, match='trained at 64x64'), \
+            pytest.raises(ValueError, match='even one image does not fit: sample a smaller size'):
+        sample(model, n=1, size=4096, class_cond=0)
