@@ -100,4 +100,5 @@ def check_sample_memory(model, n:int, image_shape, device='cpu', guided:bool=Tru
     fits = int((free - base) // (one - base)) if one > base else 0
     what = f"use n={fits} or fewer" if fits >= 1 else "even one image does not fit: sample a smaller size"
     raise ValueError(f"sampling {n} images of {h}x{w} needs about {_gib(need)} of memory (a rough estimate) "
-                     f"but {_gib(free)} is free on this {'GPU' if device.type == 'cuda' else 'machine'}: {what}")
+                     f"but {_gib(free)} is free on this {'GPU' if device.type == 'cuda' else 'machine'}: "
+                     f"{what}")
