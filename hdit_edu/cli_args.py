@@ -206,7 +206,5 @@ def one_line_warnings(command, args):
 def attention_line(attention:str, device, verbose:bool=False) -> str:
     "Which attention runs on the fine level, in a few words (`verbose`: which kernels, why not the others)."
     if attention != 'neighborhood': return f'attention: {attention} on {torch.device(device).type}'
-    line = describe_backend(device)
-    if verbose: return f'attention: fine level {line}; coarse level global attention.'
-    short = re.sub(r'\s*\([^()]*\)', '', line).split(';')[0]                 # no details, no 'not used: ...'
-    return 'attention: ' + short.replace('neighborhood attention: ', 'neighborhood, ')
+    if verbose: return f'attention: fine level {describe_backend(device)}; coarse level global attention.'
+    return 'attention: neighborhood, ' + describe_backend(device, short=True)

@@ -386,10 +386,15 @@ def _probe(dev):
     side = math.isqrt(na_context.dense_max_tokens) + 1
     return torch.empty(1, side, side, 1, 64, device=dev, dtype=torch.bfloat16)
 
+# %% ../nbs/appendix_fast_attention.ipynb #f264754e
+_SHORT_NAMES = {'natten': "NATTEN's fused kernels", 'flex': 'flex_attention', 'torch': 'pure PyTorch',
+                'dense': 'one masked SDPA', 'gather': 'the pure-PyTorch gather loop', 'tiled': 'masked SDPA on tiles'}
+
 # %% ../nbs/appendix_fast_attention.ipynb #9f51ab25
-def describe_backend(device=None) -> str:
+def describe_backend(device=None, short:bool=False) -> str:
     """One line: which implementation `na2d` runs on `device` (default: CUDA if present),
-    and why not the fast ones. It asks `_choose_backend`, the one policy `na2d` itself follows."""
+    and why not the fast ones (`short`: only which, e.g. 'pure PyTorch on cpu'). It asks `_choose_backend`,
+    the one policy `na2d` itself follows."""
     dev = torch.device(device if device is not None else ('cuda' if torch.cuda.is_available() else 'cpu'))
     if dev.type == 'cuda' and not torch.cuda.is_available():
         return "neighborhood attention: no CUDA device here (this torch build or machine has none)"
@@ -398,6 +403,7 @@ def describe_backend(device=None) -> str:
     except (ImportError, ValueError) as e:
         return f"neighborhood attention: {setting!r} cannot run on {dev.type}: {e}"
     if setting in ('auto', 'torch') and which == 'tiled': which = 'torch'    # small maps dense, large tiled
+    if short: return f"{_SHORT_NAMES[which]} on {dev.type}"
     what = {'natten': "NATTEN's fused kernels", 'dense': "one masked SDPA (dense N×N mask)",
             'gather': "the pure-PyTorch gather loop", 'tiled': "masked SDPA on tiles of the map",
             'flex': f"flex_attention ({'compiled' if dev.type == 'cuda' else 'eager, forward only'}"

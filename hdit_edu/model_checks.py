@@ -6,6 +6,7 @@
 __all__ = ['check_level', 'check_input_size', 'check_config', 'config_table', 'check_inputs', 'check_class_labels']
 
 # %% ../nbs/appendix_model_checks.ipynb #744ed500
+import operator
 import torch
 from .patching import _pair
 from .blocks import ATTENTION_TYPES
@@ -175,6 +176,16 @@ def _load_weights(model, state_dict, source='state_dict'):
     on_meta = any(t.is_meta for t in own.values())
     model.load_state_dict(state_dict, strict=True, assign=on_meta)
     return model
+
+# %% ../nbs/appendix_model_checks.ipynb #e08b8d9e
+def _as_whole(value) -> int|None:
+    "`value` as an int when it is a whole number (ints, numpy integers, 2.0, integer 0-d tensors), else None."
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == 'bool_': return None
+    try: return operator.index(value)                                # int, numpy integer, integer 0-d tensor
+    except TypeError: pass
+    try: f = float(value)
+    except (TypeError, ValueError, OverflowError, RuntimeError): return None
+    return int(f) if f.is_integer() else None                       # 2.0 counts; 2.5, nan and inf do not
 
 # %% ../nbs/appendix_model_checks.ipynb #71aa06f7
 def _nonfinite(named_tensors) -> list:

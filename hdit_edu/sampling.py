@@ -7,14 +7,14 @@ __all__ = ['SAMPLERS', 'GaussianMixtureDenoiser', 'get_sigmas_karras', 'to_d', '
            'sample_dpmpp_2m_sde', 'sample_dpmpp_3m_sde', 'CFGDenoiser', 'check_cfg_scale', 'sample']
 
 # %% ../nbs/08_sampling.ipynb #01cc1148
-import contextlib, math, operator, sys, warnings
+import contextlib, math, sys, warnings
 import torch
 from torch import nn
 from fastcore.basics import patch
 from .diffusion import Denoiser
 from .threads import cpu_threads
 from .text import BOS
-from .model_checks import check_input_size, _nonfinite, _diverged
+from .model_checks import check_input_size, _nonfinite, _diverged, _as_whole
 from .memory import check_sample_memory
 
 # %% ../nbs/08_sampling.ipynb #0178ee7a
@@ -262,12 +262,8 @@ def _eval_mode(module):
 # %% ../nbs/08_sampling.ipynb #0bd4561d
 def _whole(value, name:str, lo:int=1, hi:int=None, span:str=None) -> int:
     "`value` as an int in [lo, hi]: ints, numpy integers and whole floats (2.0) count; else a one-line ValueError."
-    try: v = operator.index(value)                                  # int, numpy integer, integer 0-d tensor
-    except TypeError:
-        try: f = math.nan if isinstance(value, (str, bytes)) else float(value)
-        except (TypeError, ValueError, RuntimeError): f = math.nan
-        v = int(f) if f.is_integer() else None                      # 2.0 counts; 2.5, nan, inf and '2' do not
-    if v is None or v < lo or (hi is not None and v > hi) or type(value).__name__ in ('bool', 'bool_'):
+    v = _as_whole(value)                                             # 2.0 counts; 2.5, nan, True and '2' do not
+    if v is None or v < lo or (hi is not None and v > hi):
         raise ValueError(f"{name} must be a whole number {span or f'>= {lo}'}, got {name}={value!r}.")
     return v
 

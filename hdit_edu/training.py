@@ -19,7 +19,7 @@ from .threads import cpu_threads
 from .randomness import seed_for, step_draws, DRAW_STREAM, StreamSampler
 from .diffusion import Denoiser, sigma_sampler, SIGMA_DENSITIES, LOSS_WEIGHTINGS
 from .text import names_a_side
-from .model_checks import check_class_labels
+from .model_checks import check_class_labels, _as_whole, _nonfinite
 from .model import HDiT
 from .sampling import sample as sample_images, SAMPLERS, check_cfg_scale
 from .data import image_grid
@@ -88,12 +88,11 @@ def lr_factor(step:int, steps:int, warmup:int=0, schedule:str='constant', final:
 def _whole(name:str, v, lo:int|None=None, none_ok:bool=False) -> int|None:
     "`v` as an int (2.0 and numpy integers are fine; 2.5, True and '2' are not), at least `lo`; else one line."
     if v is None and none_ok: return None
-    try: ok = not isinstance(v, (bool, str)) and float(v) == int(v) and (lo is None or int(v) >= lo)
-    except (TypeError, ValueError, OverflowError, RuntimeError): ok = False
-    if not ok:
+    n = _as_whole(v)
+    if n is None or (lo is not None and n < lo):
         rule = f"a whole number{f' >= {lo}' if lo is not None else ''}{' or None' if none_ok else ''}"
         raise ValueError(f"{name} must be {rule}, got {v!r}")
-    return int(v)
+    return n
 
 def _real(name:str, v, lo:float, hi:float|None=None, lo_open:bool=False, hi_open:bool=False,
           none_ok:bool=False, note:str='') -> float|None:
@@ -369,15 +368,14 @@ class TrainingDivergedError(RuntimeError):
 @patch
 def _nonfinite_weights(self:Trainer) -> list[str]:
     "Names of the model's and the EMA's tensors that hold NaN or infinite values."
-    return [f'{w}.{k}' for w, m in (('model', self.model), ('ema', self.ema)) for k, v in m.state_dict().items()
-            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [f'{w}.{k}' for w, m in (('model', self.model), ('ema', self.ema))
+            for k in _nonfinite(m.state_dict().items())]                  # one sync per model
 
 @patch
 def _diverged(self:Trainer, what:str) -> TrainingDivergedError:
     "The one-line error of a run that diverged at this step: the likely cause, what to try, what is kept."
-    cfg, last = self.config, None
-    if self.out_dir is not None and list_checkpoints(self.out_dir):
-        last = list_checkpoints(self.out_dir)[-1]
+    cfg = self.config
+    last = (list_checkpoints(self.out_dir) or [None])[-1] if self.out_dir is not None else None
     kept = (f"the last good checkpoint, step {int(last.name[5:])} in {last}, is kept" if last is not None else
             "no checkpoint was written")
     fp16 = ", or mixed_precision='bf16'" if str(self.accelerator.mixed_precision) == 'fp16' else ''

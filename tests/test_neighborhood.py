@@ -685,3 +685,10 @@ def test_describe_backend_asks_the_chooser(monkeypatch):
     "The line names what `_choose_backend` picks for a large map: faking the chooser changes the line."
     monkeypatch.setattr(fa, '_choose_backend', lambda q, k, v, backend: 'gather')
     assert describe_backend('cpu').startswith('neighborhood attention: the pure-PyTorch gather loop on cpu')
+
+
+def test_describe_backend_short_names_only_the_choice(monkeypatch):
+    "The short form (the CLI's attention line) names what the chooser picks, without the reasons."
+    assert describe_backend('cpu', short=True) == 'pure PyTorch on cpu'
+    monkeypatch.setattr(fa, '_choose_backend', lambda q, k, v, backend: 'gather')
+    assert describe_backend('cpu', short=True) == 'the pure-PyTorch gather loop on cpu'
