@@ -65,7 +65,7 @@ def scale_for_cosine_sim(q, k, scale, eps=1e-6):
 class AttentionBlock(nn.Module):
     """Pre-norm self-attention with cosine-similarity logits and axial RoPE.
     Subclasses implement `attend` (and `mask`, `attention_macs`)."""
-    kind = None
+    kind, cosine_sim = None, True    # cosine_sim False: plain q·k/√d_head logits (the ablation page's switch)
     def __init__(self, d_model, d_head, cond_features, dropout=0.0):
         super().__init__()
         if d_model % d_head:
@@ -99,7 +99,8 @@ def qkv(self:AttentionBlock, x, pos, cond):
     "Normalised, projected, cosine-scaled and rotated `q, k, v`, each `[batch, h, w, heads, d_head]`."
     x = self.norm(x, cond)
     q, k, v = self.qkv_proj(x).unflatten(-1, (3, self.n_heads, self.d_head)).unbind(-3)
-    q, k = scale_for_cosine_sim(q, k, self.scale[:, None], 1e-6)
+    if self.cosine_sim: q, k = scale_for_cosine_sim(q, k, self.scale[:, None], 1e-6)
+    else: q = q * self.d_head ** -0.5                   # scaled dot product, as in DiT
     theta = self.pos_emb(pos)                           # [h, w, heads, d_head // 4], in the dtype of pos
     return apply_rotary_emb(q, theta), apply_rotary_emb(k, theta), v
 
