@@ -47,6 +47,84 @@ class HDiT(nn.Module):
         # 6. unpatching: RMSNorm, a linear layer to p*p*c numbers per token, tokens back to pixels
         return self.patch_out(self.out_norm(x)).movedim(-1, -3)
 
+# %% ../nbs/05_model.ipynb #d9b68b22
+@patch
+def _build(self:HDiT, config:'HDiTConfig'):
+    "Create every module of the hourglass described by `config`."
+    self.config, self.num_classes = config, config.num_classes
+    self.class_names = config.class_names          # None or the dataset's class names
+    levels = config.levels
+    self.patch_in = TokenMerge(config.input_channels, levels[0].width, config.patch_size)
+    self._build_mapping(config)                    # conditioning: below
+    self._build_levels(config)                     # the stacks of layers
+    self._build_merges(config)                     # merges and splits
+    self.out_norm = RMSNorm(levels[0].width)
+    self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
+    nn.init.zeros_(self.patch_out.proj.weight)
+
+# %% ../nbs/05_model.ipynb #fcaf6ea7
+@patch
+def _build_mapping(self:HDiT, config:'HDiTConfig'):
+    "Embeddings of the noise level, augmentation, class and extra conditioning, and the mapping network."
+    mw = config.mapping_width
+    self.time_emb = FourierFeatures(1, mw)
+    self.time_in_proj = nn.Linear(mw, mw, bias=False)
+    self.aug_emb = FourierFeatures(9, mw)
+    self.aug_in_proj = nn.Linear(mw, mw, bias=False)
+    self.class_emb = nn.Embedding(config.num_classes + 1, mw) if config.num_classes else None
+    extra = config.mapping_cond_dim
+    self.mapping_cond_in_proj = nn.Linear(extra, mw, bias=False) if extra else None
+    self.mapping = MappingNetwork(config.mapping_depth, mw, config.mapping_d_ff, config.mapping_dropout)
+    self.text_encoder = self.text_pooled_in_proj = None             # a text model (the text page):
+    if config.text_vocab is not None:
+        self.text_encoder = TextEncoder(config.text_vocab, config.text_width, config.text_depth,
+                                        config.text_max_len, config.text_d_head)
+        if config.text_pooled: self.text_pooled_in_proj = nn.Linear(config.text_width, mw, bias=False)
+
+@patch
+def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
+    "The conditioning vector `cond` `[b, mapping_width]` for noise levels `sigma` `[b]` (+ class, text, ...)."
+    c_noise = torch.log(sigma) / 4
+    emb = self.time_in_proj(self.time_emb(c_noise[:, None]))
+    if aug_cond is None: aug_cond = sigma.new_zeros([sigma.shape[0], 9])        # not augmented
+    emb = emb + self.aug_in_proj(self.aug_emb(aug_cond.to(emb.dtype)))
+    if self.class_emb is not None: emb = emb + self.class_emb(class_cond)
+    if self.mapping_cond_in_proj is not None: emb = emb + self.mapping_cond_in_proj(mapping_cond)
+    if self.text_pooled_in_proj is not None: emb = emb + self.text_pooled_in_proj(text[2])   # pooled text
+    return self.mapping(emb)
+
+# %% ../nbs/05_model.ipynb #416c1264
+@patch
+def _make_layer(self:HDiT, lv:'LevelConfig', index, mapping_width, text_width=0):
+    "Layer number `index` of level `lv` (odd layers shift their windows; `text_width`: cross-attention)."
+    shift = lv.window_size // 2 if index % 2 else 0
+    attn = make_attention_block(lv.attention, lv.width, lv.d_head, mapping_width, lv.kernel_size,
+                                lv.window_size, shift, lv.dropout)
+    cross = (CrossAttentionBlock(lv.width, text_width, lv.d_head, mapping_width, lv.dropout)
+             if text_width else None)
+    return TransformerLayer(lv.width, lv.d_ff, mapping_width, attn, lv.dropout, cross)
+
+@patch
+def _build_levels(self:HDiT, config:'HDiTConfig'):
+    "A down and an up stack for every level but the last, and the middle stack for the last."
+    levels, mw = config.levels, config.mapping_width
+    reads = range(len(levels)) if config.cross_attention is None else config.cross_attention   # read the text
+    reads = reads if config.text_vocab is not None else ()
+    tw = [config.text_width if i in reads else 0 for i in range(len(levels))]
+    self.down_levels, self.up_levels = nn.ModuleList(), nn.ModuleList()
+    for j, lv in enumerate(levels[:-1]):
+        self.down_levels.append(Level([self._make_layer(lv, i, mw, tw[j]) for i in range(lv.depth)]))
+        self.up_levels.append(Level([self._make_layer(lv, lv.depth + i, mw, tw[j]) for i in range(lv.depth)]))
+    self.mid_level = Level([self._make_layer(levels[-1], i, mw, tw[-1]) for i in range(levels[-1].depth)])
+
+# %% ../nbs/05_model.ipynb #4fffb1b3
+@patch
+def _build_merges(self:HDiT, config:'HDiTConfig'):
+    "A merge (down) and a split with its lerp skip (up) between every two neighbouring levels."
+    pairs = list(zip(config.levels[:-1], config.levels[1:], strict=True))   # (finer, coarser) neighbours
+    self.merges = nn.ModuleList([TokenMerge(a.width, b.width) for a, b in pairs])
+    self.splits = nn.ModuleList([TokenSplit(b.width, a.width) for a, b in pairs])
+
 # %% ../nbs/05_model.ipynb #0da5d6cb
 @dataclass
 class LevelConfig:
@@ -164,78 +242,6 @@ def small_hdit_config(size:int=32, num_classes:int=0, width:int=64, depths=(2, 4
     return HDiTConfig(levels, **{**dict(patch_size=p, input_size=size, num_classes=num_classes,
                                         mapping_width=2 * width, mapping_depth=1), **kwargs})
 
-# %% ../nbs/05_model.ipynb #fcaf6ea7
-@patch
-def _build_mapping(self:HDiT, config:HDiTConfig):
-    "Embeddings of the noise level, augmentation, class and extra conditioning, and the mapping network."
-    mw = config.mapping_width
-    self.time_emb = FourierFeatures(1, mw)
-    self.time_in_proj = nn.Linear(mw, mw, bias=False)
-    self.aug_emb = FourierFeatures(9, mw)
-    self.aug_in_proj = nn.Linear(mw, mw, bias=False)
-    self.class_emb = nn.Embedding(config.num_classes + 1, mw) if config.num_classes else None
-    extra = config.mapping_cond_dim
-    self.mapping_cond_in_proj = nn.Linear(extra, mw, bias=False) if extra else None
-    self.mapping = MappingNetwork(config.mapping_depth, mw, config.mapping_d_ff, config.mapping_dropout)
-    self.text_encoder = self.text_pooled_in_proj = None             # a text model (the text page):
-    if config.text_vocab is not None:
-        self.text_encoder = TextEncoder(config.text_vocab, config.text_width, config.text_depth,
-                                        config.text_max_len, config.text_d_head)
-        if config.text_pooled: self.text_pooled_in_proj = nn.Linear(config.text_width, mw, bias=False)
-
-@patch
-def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
-    "The conditioning vector `cond` `[b, mapping_width]` for noise levels `sigma` `[b]` (+ class, text, ...)."
-    c_noise = torch.log(sigma) / 4
-    emb = self.time_in_proj(self.time_emb(c_noise[:, None]))
-    if aug_cond is None: aug_cond = sigma.new_zeros([sigma.shape[0], 9])        # not augmented
-    emb = emb + self.aug_in_proj(self.aug_emb(aug_cond.to(emb.dtype)))
-    if self.class_emb is not None: emb = emb + self.class_emb(class_cond)
-    if self.mapping_cond_in_proj is not None: emb = emb + self.mapping_cond_in_proj(mapping_cond)
-    if self.text_pooled_in_proj is not None: emb = emb + self.text_pooled_in_proj(text[2])   # pooled text
-    return self.mapping(emb)
-
-# %% ../nbs/05_model.ipynb #416c1264
-@patch
-def _make_layer(self:HDiT, lv:LevelConfig, index, mapping_width, text_width=0):
-    "Layer number `index` of level `lv` (odd layers shift their windows; `text_width`: cross-attention)."
-    shift = lv.window_size // 2 if index % 2 else 0
-    attn = make_attention_block(lv.attention, lv.width, lv.d_head, mapping_width, lv.kernel_size,
-                                lv.window_size, shift, lv.dropout)
-    cross = (CrossAttentionBlock(lv.width, text_width, lv.d_head, mapping_width, lv.dropout)
-             if text_width else None)
-    return TransformerLayer(lv.width, lv.d_ff, mapping_width, attn, lv.dropout, cross)
-
-@patch
-def _build_levels(self:HDiT, config:HDiTConfig):
-    "A down and an up stack for every level but the last, and the middle stack for the last."
-    levels, mw = config.levels, config.mapping_width
-    reads = range(len(levels)) if config.cross_attention is None else config.cross_attention   # read the text
-    reads = reads if config.text_vocab is not None else ()
-    tw = [config.text_width if i in reads else 0 for i in range(len(levels))]
-    self.down_levels, self.up_levels = nn.ModuleList(), nn.ModuleList()
-    for j, lv in enumerate(levels[:-1]):
-        self.down_levels.append(Level([self._make_layer(lv, i, mw, tw[j]) for i in range(lv.depth)]))
-        self.up_levels.append(Level([self._make_layer(lv, lv.depth + i, mw, tw[j]) for i in range(lv.depth)]))
-    self.mid_level = Level([self._make_layer(levels[-1], i, mw, tw[-1]) for i in range(levels[-1].depth)])
-
-# %% ../nbs/05_model.ipynb #d9b68b22
-@patch
-def _build(self:HDiT, config:HDiTConfig):
-    "Create every module of the hourglass described by `config`."
-    self.config, self.num_classes = config, config.num_classes
-    self.class_names = config.class_names          # None or the dataset's class names
-    levels = config.levels
-    self.patch_in = TokenMerge(config.input_channels, levels[0].width, config.patch_size)
-    self._build_mapping(config)
-    self._build_levels(config)
-    pairs = list(zip(levels[:-1], levels[1:], strict=True))            # (finer, coarser) neighbours
-    self.merges = nn.ModuleList([TokenMerge(a.width, b.width) for a, b in pairs])
-    self.splits = nn.ModuleList([TokenSplit(b.width, a.width) for a, b in pairs])
-    self.out_norm = RMSNorm(levels[0].width)
-    self.patch_out = TokenSplitWithoutSkip(levels[0].width, config.input_channels, config.patch_size)
-    nn.init.zeros_(self.patch_out.proj.weight)
-
 # %% ../nbs/05_model.ipynb #9566cbd3
 def _attention_layers(model, kind='self_attn'):
     "(stage, level, layer index, attention block) for every attention layer, in forward order."
@@ -284,6 +290,6 @@ def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
 # %% ../nbs/05_model.ipynb #1dcb5900
 # fastcore's @patch leaves each patched name bound to None in the module: remove those
 for _name in ('stride', 'token_sizes', 'tiny', 'table', '_repr_markdown_', '_build_mapping', 'conditioning',
-              '_make_layer', '_build_levels', '_build', 'attention_maps', 'param_groups'):
+              '_make_layer', '_build_levels', '_build', '_build_merges', 'attention_maps', 'param_groups'):
     globals().pop(_name, None)
 del _name
