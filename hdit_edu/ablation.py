@@ -65,7 +65,8 @@ def dit_like_config(size:int=64, num_classes:int=3, width:int=128, depth:int=8) 
 
 
 # %% ../nbs/12a_ablation.ipynb #eea52c12
-ABLATION = {   # name: (config builder, switches, loss weighting); each row changes one thing of the one before
+# name: (config builder, switches, loss weighting); each row changes one thing of the row before
+ABLATION = {
     'DiT-like': (dit_like_config, (), 'karras'),
     'hourglass, global': (lambda s, k: small_hdit_config(s, k, attention='global'), (), 'karras'),
     'hourglass, neighborhood': (lambda s, k: small_hdit_config(s, k), (), 'karras'),
@@ -78,7 +79,7 @@ ABLATION = {   # name: (config builder, switches, loss weighting); each row chan
 
 # %% ../nbs/12a_ablation.ipynb #1f9bf961
 def ablation_model(name:str, size:int=64, num_classes:int=3, seed:int=0) -> tuple[HDiT, str]:
-    "The ablation's model `name` (a key of `ABLATION`), freshly initialised from `seed`, and its loss weighting."
+    "Row `name` of `ABLATION` as a fresh model (initialised from `seed`) and its loss weighting."
     if name not in ABLATION: raise ValueError(f"unknown ablation row {name!r}: use one of {list(ABLATION)}.")
     build, switches, weighting = ABLATION[name]
     torch.manual_seed(seed)
@@ -97,7 +98,7 @@ def equal_compute_steps(name:str, reference:str='HDiT (+ soft-min-snr)', steps:i
 # %% ../nbs/12a_ablation.ipynb #a24272c5
 def run_ablation_row(name:str, data, steps:int, size:int=64, num_classes:int=3, seeds=(0, 1),
                      n_samples:int=210, log=print) -> dict:
-    "Train row `name` for `steps` steps of 32 with `train_simple`, then score its EMA with FD_OM for each seed."
+    "Train row `name` for `steps` steps of 32 (`train_simple`); score its EMA with FD_OM at each `seeds`."
     model, weighting = ablation_model(name, size, num_classes)
     macs = count_flops(HDiT(model.config), (3, size, size))
     t0 = time.perf_counter()
@@ -105,10 +106,12 @@ def run_ablation_row(name:str, data, steps:int, size:int=64, num_classes:int=3, 
     seconds, last = time.perf_counter() - t0, sum(losses[-50:]) / len(losses[-50:])
     row = dict(name=name, weighting=weighting, params=sum(p.numel() for p in model.parameters()),
                mmac_per_image=macs / 1e6, steps=steps, images=steps * 32, train_seconds=seconds,
-               train_pflop=3 * 2 * macs * steps * 32 / 1e15, final_loss=last, diverged=not math.isfinite(last))
+               train_pflop=3 * 2 * macs * steps * 32 / 1e15,        # 3 forward passes, 2 FLOP per MAC
+               final_loss=last, diverged=not math.isfinite(last))
     labels = openmoji_halves(size)[3][:n_samples]
     for s in seeds:
-        x = sample(Denoiser(ema), len(labels), size, sampler='dpmpp_3m_sde', steps=50, class_cond=labels, seed=s)
+        x = sample(Denoiser(ema), len(labels), size, sampler='dpmpp_3m_sde', steps=50, class_cond=labels,
+                   seed=s)
         r = openmoji_score(x)
         row[f'fd_seed{s}'], row['floor'] = r['fd'], r['floor']
         if s == seeds[0]: row['samples'] = x[:16]

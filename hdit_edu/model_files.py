@@ -8,7 +8,7 @@ __all__ = ['PACKAGE_DIR', 'PRETRAINED_DIR', 'REFERENCE_FILE', 'save_model', 'loa
            'check_against_reference', 'draw_hourglass']
 
 # %% ../nbs/appendix_model_files.ipynb #093666cf
-import json, importlib.resources
+import json, importlib.util
 from pathlib import Path
 import torch
 from .blocks import ATTENTION_TYPES
@@ -68,7 +68,8 @@ def load_model(path, map_location='cpu'):
     return model.to(map_location).eval()
 
 # %% ../nbs/appendix_model_files.ipynb #f5acc831
-PACKAGE_DIR = Path(str(importlib.resources.files('hdit_edu')))     # the hdit_edu package Python imported
+PACKAGE_DIR = Path(importlib.util.find_spec('hdit_edu.model_files').origin).parent   # where this module lives
+# (not importlib.resources.files: a clone folder named hdit_edu in the working directory joins that namespace)
 PRETRAINED_DIR = PACKAGE_DIR / 'pretrained'                        # models shipped with the package
 
 # %% ../nbs/appendix_model_files.ipynb #f96b095c

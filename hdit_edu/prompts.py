@@ -8,7 +8,7 @@ __all__ = ['PROMPT_CLASSIFIER', 'image_prompt_embedding', 'prompt_augment', 'loa
 # %% ../nbs/appendix_prompts.ipynb #1b69824d
 import json
 from pathlib import Path
-from importlib.resources import files
+from .model_files import PRETRAINED_DIR
 import torch
 import torch.nn.functional as F
 from .quality import (FeatureNet, load_feature_net, prepare_images, random_affine, gaussian_blur)
@@ -41,7 +41,7 @@ def prompt_augment(x, generator=None):
 def load_prompt_classifier(path=None, device='cpu') -> FeatureNet:
     """The shipped classifier that tells every captioned OpenMoji emoji apart (32 px), or one saved at `path`;
     its `captions` attribute names the classes."""
-    p = Path(path) if path is not None else Path(str(files('hdit_edu') / 'pretrained' / PROMPT_CLASSIFIER))
+    p = Path(path) if path is not None else PRETRAINED_DIR / PROMPT_CLASSIFIER
     net = load_feature_net(p, device)
     net.captions = json.loads(p.with_suffix('.json').read_text())['captions']
     return net

@@ -6,11 +6,12 @@
 from __future__ import annotations
 import json, math, time, functools, warnings
 from pathlib import Path
-from importlib.resources import files
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file, load_file
+from .model_files import PRETRAINED_DIR
+
 
 # %% auto #0
 __all__ = ['DEFAULT_FEATURE_NET', 'trace_sqrt_product', 'feature_stats', 'frechet_distance_from_stats', 'frechet_distance',
@@ -161,7 +162,7 @@ def train_feature_net(images, labels=None, epochs:int=30, batch_size:int=64, lr:
 DEFAULT_FEATURE_NET = 'featnet_openmoji'
 
 def _default_path() -> Path:
-    return Path(str(files('hdit_edu') / 'pretrained' / f'{DEFAULT_FEATURE_NET}.safetensors'))
+    return PRETRAINED_DIR / f'{DEFAULT_FEATURE_NET}.safetensors'
 
 @functools.lru_cache(maxsize=4)
 def _load_default(device):
