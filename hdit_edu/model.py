@@ -51,8 +51,7 @@ class HDiT(nn.Module):
 @patch
 def _build(self:HDiT, config:'HDiTConfig'):
     "Create every module of the hourglass described by `config`."
-    self.config, self.num_classes = config, config.num_classes
-    self.class_names = config.class_names          # None or the dataset's class names
+    self.config, self.num_classes, self.class_names = config, config.num_classes, config.class_names
     levels = config.levels
     self.patch_in = TokenMerge(config.input_channels, levels[0].width, config.patch_size)
     self._build_mapping(config)                    # conditioning: below
@@ -80,7 +79,6 @@ def _build_mapping(self:HDiT, config:'HDiTConfig'):
         self.text_encoder = TextEncoder(config.text_vocab, config.text_width, config.text_depth,
                                         config.text_max_len, config.text_d_head)
         if config.text_pooled: self.text_pooled_in_proj = nn.Linear(config.text_width, mw, bias=False)
-
 @patch
 def conditioning(self:HDiT, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
     "The conditioning vector `cond` `[b, mapping_width]` for noise levels `sigma` `[b]` (+ class, text, ...)."
@@ -103,7 +101,6 @@ def _make_layer(self:HDiT, lv:'LevelConfig', index, mapping_width, text_width=0)
     cross = (CrossAttentionBlock(lv.width, text_width, lv.d_head, mapping_width, lv.dropout)
              if text_width else None)
     return TransformerLayer(lv.width, lv.d_ff, mapping_width, attn, lv.dropout, cross)
-
 @patch
 def _build_levels(self:HDiT, config:'HDiTConfig'):
     "A down and an up stack for every level but the last, and the middle stack for the last."
@@ -137,11 +134,9 @@ class LevelConfig:
     window_size: int = 8              # shifted-window attention
     d_ff: int = None                  # feed-forward width; default 3 * width
     dropout: float = 0.0
-
     def __post_init__(self):
         if self.d_ff is None: self.d_ff = 3 * self.width
         check_level(self)             # an error that says what to do if the level cannot work
-
     @property
     def heads(self): return 0 if self.attention == 'none' else self.width // self.d_head
 
@@ -164,15 +159,12 @@ class HDiTConfig:
     text_width: int = 128; text_depth: int = 2; text_max_len: int = 16; text_d_head: int = 32   # its encoder
     cross_attention: list = None      # levels (indices) whose layers read the text; None: every level
     text_pooled: bool = True          # also add the pooled text vector to the mapping network's input
-
     def __post_init__(self):
         self.levels = [lv if isinstance(lv, LevelConfig) else LevelConfig(**lv) for lv in self.levels]
         self.patch_size, self.input_size = _pair(self.patch_size), _pair(self.input_size)
         if self.mapping_d_ff is None: self.mapping_d_ff = 3 * self.mapping_width
         check_config(self)            # levels, mapping width, class names and the input size
-
     def to_dict(self): return asdict(self)
-
     @classmethod
     def from_dict(cls, d): return cls(**d)
 
@@ -180,8 +172,7 @@ class HDiTConfig:
 @patch(as_prop=True)
 def stride(self:HDiTConfig):
     "Pixels per token at the coarsest level, per axis: image sizes must be multiples of this."
-    f = 2 ** (len(self.levels) - 1)
-    return (self.patch_size[0] * f, self.patch_size[1] * f)
+    return tuple(p * 2 ** (len(self.levels) - 1) for p in self.patch_size)
 
 # %% ../nbs/05_model.ipynb #6a2d1bca
 @patch
@@ -203,7 +194,6 @@ def tiny(cls:HDiTConfig, resolution=16, num_classes=0, input_channels=3, **kwarg
 def table(self:HDiTConfig):
     "The config as a markdown table, one row per level."
     return config_table(self)
-
 @patch
 def _repr_markdown_(self:HDiTConfig): return self.table()
 
@@ -269,7 +259,6 @@ def attention_maps(self:HDiT, x, sigma, class_cond=None, mapping_cond=None, aug_
 
 # %% ../nbs/05_model.ipynb #9bcf9d5f
 _UNDECAYED_LINEARS = ('time_in_proj', 'aug_in_proj', 'mapping_cond_in_proj', 'text_pooled_in_proj')
-
 @patch
 def param_groups(self:HDiT, lr=5e-4, weight_decay=1e-2, mapping_lr_scale=1 / 3):
     "AdamW parameter groups as in k-diffusion: decay on weight matrices only, the mapping network at lr / 3."
