@@ -21,16 +21,6 @@ __all__ = ['CHECKPOINT_FORMAT', 'TRAJECTORY_FIELDS', 'CheckpointError', 'ConfigM
            'list_checkpoints', 'find_checkpoint', 'read_checkpoint', 'write_checkpoint', 'prune_checkpoints',
            'config_diffs', 'make_accelerator', 'load_checkpoint_model', 'checkpoint_sigma_data']
 
-# %% ../nbs/appendix_checkpoints.ipynb #cdf4b858
-CHECKPOINT_FORMAT = 'hdit_edu-training-checkpoint/1'
-
-class CheckpointError(RuntimeError):
-    "A checkpoint that cannot be used: corrupt, incomplete, or written by a different kind of run."
-
-# %% ../nbs/appendix_checkpoints.ipynb #219ee768
-class ConfigMismatchError(CheckpointError):
-    "The checkpoint was written by a run with different settings (model config, batch, seed, optimizer, ...)."
-
 # %% ../nbs/appendix_checkpoints.ipynb #aa1e3d54
 def _sha256(path) -> str:
     h = hashlib.sha256()
@@ -55,24 +45,6 @@ def _version() -> str:
         from hdit_edu import __version__; return __version__
     except Exception: return 'unknown'
 
-# %% ../nbs/appendix_checkpoints.ipynb #4484d3b5
-def save_weights(model:nn.Module, stem):
-    "Write `stem.safetensors` and `stem.json` (the config): `save_model` for HDiT, else a plain state dict."
-    stem = Path(stem)
-    if isinstance(model, HDiT): return save_model(model, stem)
-    sd = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(sd, str(stem.with_suffix('.safetensors')))
-    _write_json(stem.with_suffix('.json'), {'class': type(model).__name__, 'config': _model_config(model)})
-
-# %% ../nbs/appendix_checkpoints.ipynb #768348f2
-def load_weights(model:nn.Module, stem):
-    "Load `stem.safetensors` into `model` strictly; `CheckpointError` if it does not fit."
-    f = Path(stem).with_suffix('.safetensors')
-    try: sd = load_file(str(f))
-    except Exception as e: raise CheckpointError(f"cannot read {f}: {e}") from e
-    try: _load_weights(model, sd, source=str(f))
-    except ValueError as e: raise CheckpointError(f"{f} does not fit this model: {e}") from e
-
 # %% ../nbs/appendix_checkpoints.ipynb #c2d29440
 def _flatten_optimizer(sd:dict) -> tuple[dict, list]:
     "An optimizer `state_dict` as (flat tensor dict for safetensors, JSON-able param groups)."
@@ -90,6 +62,34 @@ def _unflatten_optimizer(tensors:dict, groups:list) -> dict:
         state.setdefault(int(i), {})[k] = v
     groups = [dict(g, betas=tuple(g['betas'])) if 'betas' in g else dict(g) for g in groups]
     return {'state': state, 'param_groups': groups}
+
+# %% ../nbs/appendix_checkpoints.ipynb #cdf4b858
+CHECKPOINT_FORMAT = 'hdit_edu-training-checkpoint/1'
+
+class CheckpointError(RuntimeError):
+    "A checkpoint that cannot be used: corrupt, incomplete, or written by a different kind of run."
+
+# %% ../nbs/appendix_checkpoints.ipynb #219ee768
+class ConfigMismatchError(CheckpointError):
+    "The checkpoint was written by a run with different settings (model config, batch, seed, optimizer, ...)."
+
+# %% ../nbs/appendix_checkpoints.ipynb #4484d3b5
+def save_weights(model:nn.Module, stem):
+    "Write `stem.safetensors` and `stem.json` (the config): `save_model` for HDiT, else a plain state dict."
+    stem = Path(stem)
+    if isinstance(model, HDiT): return save_model(model, stem)
+    sd = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(sd, str(stem.with_suffix('.safetensors')))
+    _write_json(stem.with_suffix('.json'), {'class': type(model).__name__, 'config': _model_config(model)})
+
+# %% ../nbs/appendix_checkpoints.ipynb #768348f2
+def load_weights(model:nn.Module, stem):
+    "Load `stem.safetensors` into `model` strictly; `CheckpointError` if it does not fit."
+    f = Path(stem).with_suffix('.safetensors')
+    try: sd = load_file(str(f))
+    except Exception as e: raise CheckpointError(f"cannot read {f}: {e}") from e
+    try: _load_weights(model, sd, source=str(f))
+    except ValueError as e: raise CheckpointError(f"{f} does not fit this model: {e}") from e
 
 # %% ../nbs/appendix_checkpoints.ipynb #dc9270ff
 _STEP_DIR = re.compile(r'^step_(\d+)$')

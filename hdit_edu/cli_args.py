@@ -123,6 +123,13 @@ def check_device(d:torch.device) -> torch.device:
         raise ValueError(f'--device {d}: MPS (Apple GPU) is not available here; use --device cpu')
     return d
 
+# %% ../nbs/appendix_cli.ipynb #d6f48034
+def _errno(e) -> int|None:
+    "The errno of an `OSError`, or the 'os error N' inside a safetensors error."
+    if isinstance(e, OSError): return e.errno
+    m = re.search(r'os error (\d+)', str(e))
+    return int(m[1]) if m else None
+
 # %% ../nbs/appendix_cli.ipynb #da9ddb7f
 def _check_writable(p:Path, out):
     "One-line ValueError unless files can be created in the folder `p` (made with its parents if missing)."
@@ -163,13 +170,6 @@ def check_out_image(out, inputs:dict|None=None) -> Path:
         raise ValueError(f'--out {out} exists and is read-only: pass another --out')
     _check_writable(p.parent, out)
     return p
-
-# %% ../nbs/appendix_cli.ipynb #d6f48034
-def _errno(e) -> int|None:
-    "The errno of an `OSError`, or the 'os error N' inside a safetensors error."
-    if isinstance(e, OSError): return e.errno
-    m = re.search(r'os error (\d+)', str(e))
-    return int(m[1]) if m else None
 
 # %% ../nbs/appendix_cli.ipynb #d89ac4e1
 def write_error(e:Exception, command:str, out) -> str:

@@ -135,6 +135,29 @@ def _mismatch_message(e:ConfigMismatchError, trainer:Trainer, out) -> str:
     return (f"{out} holds a run with other settings ({'; '.join(parts)}): pass the same options to resume "
             'it, or another --out for a new run')
 
+# %% ../nbs/appendix_cli_train.ipynb #e0ced53f
+def _plan_line(args) -> str:
+    "What `hdit-edu train` is about to do, from its options alone (printed before the slow setup)."
+    limit = f'stopping after {args.minutes:g} minutes' if args.minutes else 'no time limit'
+    data = args.data + (f' ({args.subset})' if args.data == 'openmoji' and args.subset != 'default' else '')
+    return (f'hdit-edu train: {data} at {args.size}px; HDiT width {args.width}, depths {args.depths[0]} '
+            f'{args.depths[1]}, {args.attention} attention; batch {args.batch_size}, {args.steps} steps, '
+            f'{limit}; output {args.out}')
+
+def _main_process() -> bool:
+    "Whether this is the run's first process (torchrun and accelerate launch set RANK), before Accelerate."
+    return os.environ.get('RANK', '0') == '0'
+
+def _diverged_message(e:TrainingDivergedError, args) -> str:
+    "The trainer's line about a diverged run (NaN or infinite loss), with its advice in the options' words."
+    good = list_checkpoints(args.out)
+    where = (f', and another --out (the last good checkpoint, {good[-1]}, is kept)' if good else
+             ' (no checkpoint was written)')
+    fp16 = ', or --mixed-precision bf16' if args.mixed_precision == 'fp16' else ''
+    smaller = min(args.lr / 10, 2e-3)                                  # never more than the default
+    return (f"{str(e).split(';')[0]}: the learning rate --lr {args.lr:g} is most likely too high for this "
+            f"model and batch: train again with a smaller one, e.g. --lr {smaller:g}{fp16}{where}")
+
 # %% ../nbs/appendix_cli_train.ipynb #621237a4
 def build_trainer(args) -> Trainer:
     "Data set, model and `Trainer` for `hdit-edu train`'s options (the settings are checked before the data)."
@@ -158,29 +181,6 @@ def build_trainer(args) -> Trainer:
                             mapping_cond_dim=64 if args.image_prompt else 0)
     torch.manual_seed(args.seed)
     return Trainer(HDiT(cfg), ds, config, mapping_cond=image_prompt_embedding if args.image_prompt else None)
-
-# %% ../nbs/appendix_cli_train.ipynb #e0ced53f
-def _plan_line(args) -> str:
-    "What `hdit-edu train` is about to do, from its options alone (printed before the slow setup)."
-    limit = f'stopping after {args.minutes:g} minutes' if args.minutes else 'no time limit'
-    data = args.data + (f' ({args.subset})' if args.data == 'openmoji' and args.subset != 'default' else '')
-    return (f'hdit-edu train: {data} at {args.size}px; HDiT width {args.width}, depths {args.depths[0]} '
-            f'{args.depths[1]}, {args.attention} attention; batch {args.batch_size}, {args.steps} steps, '
-            f'{limit}; output {args.out}')
-
-def _main_process() -> bool:
-    "Whether this is the run's first process (torchrun and accelerate launch set RANK), before Accelerate."
-    return os.environ.get('RANK', '0') == '0'
-
-def _diverged_message(e:TrainingDivergedError, args) -> str:
-    "The trainer's line about a diverged run (NaN or infinite loss), with its advice in the options' words."
-    good = list_checkpoints(args.out)
-    where = (f', and another --out (the last good checkpoint, {good[-1]}, is kept)' if good else
-             ' (no checkpoint was written)')
-    fp16 = ', or --mixed-precision bf16' if args.mixed_precision == 'fp16' else ''
-    smaller = min(args.lr / 10, 2e-3)                                  # never more than the default
-    return (f"{str(e).split(';')[0]}: the learning rate --lr {args.lr:g} is most likely too high for this "
-            f"model and batch: train again with a smaller one, e.g. --lr {smaller:g}{fp16}{where}")
 
 # %% ../nbs/appendix_cli_train.ipynb #47baa8c0
 def train_command(args) -> Trainer:

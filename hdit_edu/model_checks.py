@@ -78,6 +78,23 @@ def config_table(cfg):
     return "\n".join(rows) + (f"\n\npatch {ph}×{pw}, input {cfg.input_channels}×{H}×{W}, mapping "
                               f"{cfg.mapping_depth} × {cfg.mapping_width} (d_ff {cfg.mapping_d_ff}), {cls}")
 
+# %% ../nbs/appendix_model_checks.ipynb #4af4fa31
+def _check_class_cond(model, class_cond, b):
+    "Raise a ValueError that says what to do if `class_cond` does not suit `model` and batch size `b`."
+    if model.class_emb is None:
+        if class_cond is not None:
+            raise ValueError("this model is unconditional (num_classes=0) but got class_cond: drop it, or "
+                             "build a class-conditional model with num_classes > 0.")
+        return
+    n = model.num_classes
+    if class_cond is None:
+        raise ValueError(f"this model is class-conditional (num_classes={n}): pass class_cond, a [batch] "
+                         f"tensor of class indices in 0..{n - 1} (or one int), or {n} (the null class) for "
+                         f"unconditional samples.")
+    if class_cond.shape != (b,) or class_cond.dtype.is_floating_point or class_cond.dtype == torch.bool:
+        raise ValueError(f"class_cond must be an integer tensor of shape [batch] = [{b}], got "
+                         f"{class_cond.dtype} of shape {tuple(class_cond.shape)}.")
+
 # %% ../nbs/appendix_model_checks.ipynb #00b67e6b
 def check_inputs(model, x, sigma, class_cond=None, mapping_cond=None, aug_cond=None, text=None):
     "ValueError for inputs of `model` of the wrong shape or kind; returns `sigma`, `class_cond` as [b]."
@@ -109,23 +126,6 @@ def check_inputs(model, x, sigma, class_cond=None, mapping_cond=None, aug_cond=N
         raise ValueError(f"aug_cond must have shape [batch, 9] = [{b}, 9] (or be None), "
                          f"got {tuple(aug_cond.shape)}.")
     return sigma.to(model.time_emb.weight.dtype).reshape(-1).expand(b), class_cond
-
-# %% ../nbs/appendix_model_checks.ipynb #4af4fa31
-def _check_class_cond(model, class_cond, b):
-    "Raise a ValueError that says what to do if `class_cond` does not suit `model` and batch size `b`."
-    if model.class_emb is None:
-        if class_cond is not None:
-            raise ValueError("this model is unconditional (num_classes=0) but got class_cond: drop it, or "
-                             "build a class-conditional model with num_classes > 0.")
-        return
-    n = model.num_classes
-    if class_cond is None:
-        raise ValueError(f"this model is class-conditional (num_classes={n}): pass class_cond, a [batch] "
-                         f"tensor of class indices in 0..{n - 1} (or one int), or {n} (the null class) for "
-                         f"unconditional samples.")
-    if class_cond.shape != (b,) or class_cond.dtype.is_floating_point or class_cond.dtype == torch.bool:
-        raise ValueError(f"class_cond must be an integer tensor of shape [batch] = [{b}], got "
-                         f"{class_cond.dtype} of shape {tuple(class_cond.shape)}.")
 
 # %% ../nbs/appendix_model_checks.ipynb #4d9a9ea0
 def _check_text(model, text, b):

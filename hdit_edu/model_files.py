@@ -22,17 +22,6 @@ def _stem(path):
         if path.endswith(suffix): return path[:-len(suffix)]
     return path
 
-# %% ../nbs/appendix_model_files.ipynb #cde9f1c5
-def save_model(model, path):
-    "Write an HDiT to `path.safetensors` (weights + config metadata) and `path.json` (config)."
-    from safetensors.torch import save_file
-    stem = Path(_stem(path)); stem.parent.mkdir(parents=True, exist_ok=True)
-    config = json.dumps(model.config.to_dict(), indent=1)
-    state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
-    save_file(state, f'{stem}.safetensors', metadata={'format': 'hdit_edu', 'config': config})
-    Path(f'{stem}.json').write_text(config)
-    return Path(f'{stem}.safetensors')
-
 # %% ../nbs/appendix_model_files.ipynb #2cfe939e
 def _read_safetensors(weights:Path):
     "State dict and metadata of a safetensors file, with an error that says what to do if it is damaged."
@@ -44,6 +33,17 @@ def _read_safetensors(weights:Path):
     except Exception as e:
         raise ValueError(f"{weights} is not a readable safetensors file ({e}); it may be truncated or "
                          f"damaged: save the model again with save_model.") from e
+
+# %% ../nbs/appendix_model_files.ipynb #cde9f1c5
+def save_model(model, path):
+    "Write an HDiT to `path.safetensors` (weights + config metadata) and `path.json` (config)."
+    from safetensors.torch import save_file
+    stem = Path(_stem(path)); stem.parent.mkdir(parents=True, exist_ok=True)
+    config = json.dumps(model.config.to_dict(), indent=1)
+    state = {k: v.detach().to('cpu').contiguous() for k, v in model.state_dict().items()}
+    save_file(state, f'{stem}.safetensors', metadata={'format': 'hdit_edu', 'config': config})
+    Path(f'{stem}.json').write_text(config)
+    return Path(f'{stem}.safetensors')
 
 # %% ../nbs/appendix_model_files.ipynb #af0829e6
 def load_model(path, map_location='cpu'):

@@ -64,3 +64,50 @@ def test_readme_and_model_card_quote_the_text_results():
     card = (ROOT / 'hdit_edu' / 'pretrained' / 'MODEL_CARD_openmoji-text.md').read_text(encoding='utf-8')
     assert f"| guidance 3 | {pc(m['cfg3']['top1'])} | {pc(m['cfg3']['top5'])} | {m['cfg3']['fd']} |" in card
     assert all(st['command'] in card for st in res['training']['stages'])
+
+
+def _tool(name):
+    "A committed script under tools/ as a module (its `__main__` part does not run)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / f'{name}.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+
+def _code(nb): return '\n'.join(''.join(c['source']) for c in json.loads((NBS / nb).read_text(encoding='utf-8'))['cells']
+                                 if c['cell_type'] == 'code')
+
+
+def test_the_ablation_table_comes_from_its_script():
+    from hdit_edu.ablation import ABLATION, equal_compute_steps
+    res = json.loads((NBS / 'results' / 'ablation.json').read_text(encoding='utf-8'))
+    assert res['command'].startswith('OMP_NUM_THREADS=1 python tools/ablation.py')
+    assert list(res['rows']) == list(ABLATION), 'every row of the ablation, in order'
+    steps = res['settings']['steps']
+    for name, row in res['rows'].items():
+        assert row['steps'] == equal_compute_steps(name, steps=steps, size=res['settings']['size']), name
+        assert row['images'] == 32 * row['steps'] and (ROOT / row['image']).exists(), name
+        fds = [row[f'fd_seed{s}'] for s in res['settings']['seeds']]
+        assert all(f > row['floor'] > 0 for f in fds) and abs(row['fd_mean'] - sum(fds) / len(fds)) < 1e-9, name
+    assert "Path('results/ablation.json')" in _code('12a_ablation.ipynb')
+
+
+def test_the_recipe_table_comes_from_its_script():
+    rows = _tool('main_job_recipe').ROWS
+    res = json.loads((NBS / 'results' / 'main_job_recipe.json').read_text(encoding='utf-8'))
+    assert res['command'].startswith('OMP_NUM_THREADS=1 python tools/main_job_recipe.py') and res['seeds'] == [0, 1, 2]
+    assert list(res['rows']) == list(rows)
+    for name, row in res['rows'].items():
+        assert row['options'] == ' '.join(rows[name]) and row['step'] == 3000, name
+        assert sorted(row['fd']) == ['0', '1', '2'] and all(v > row['floor'] for v in row['fd'].values()), name
+    assert 'raw_fd' in next(iter(res['rows'].values())), 'the default is also scored with its raw weights'
+    assert "Path('results/main_job_recipe.json')" in _code('appendix_recipe.ipynb')
+
+
+def test_the_home_page_reads_the_page_times():
+    res = json.loads((NBS / 'results' / 'page_times.json').read_text(encoding='utf-8'))
+    assert res['command'].startswith('OMP_NUM_THREADS=1 python tools/page_times.py')
+    stems = {p.stem for p in NBS.glob('*.ipynb')}
+    assert set(res['pages']) == stems, set(res['pages']) ^ stems
+    assert all(p['running_s'] > 0 and p['reading_min'] > 0 for p in res['pages'].values())
+    assert "Path('results/page_times.json')" in _code('index.ipynb')
