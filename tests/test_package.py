@@ -39,3 +39,17 @@ def test_readme_links_are_absolute():
     links = re.findall(r'\]\(([^)\s]+)\)', readme) + re.findall(r'src="([^"]+)"', readme)
     assert links and [u for u in links if not u.startswith(('https://', 'http://', '#', 'mailto:'))] == []
     assert 'nbdev_docs`' not in readme.replace('`nbdev_docs` would', '')   # advice that overwrites README: gone
+
+
+def test_a_folder_named_hdit_edu_in_the_working_directory_does_not_hide_the_package_files(tmp_path):
+    "A clone of the repository (a folder `hdit_edu` without `__init__.py`) beside the working directory: the shipped"
+    "reference and pretrained files are still found where the modules live."
+    import subprocess, sys
+    clone = tmp_path / 'hdit_edu'
+    (clone / 'nbs').mkdir(parents=True); (clone / 'README.md').write_text('a clone\n')
+    code = ("from hdit_edu.model_files import load_reference, PACKAGE_DIR, pretrained_models; "
+            "from hdit_edu.quality import _default_path; load_reference(); "
+            "assert 'openmoji64' in pretrained_models() and _default_path().exists(); print(PACKAGE_DIR)")
+    out = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert Path(out.stdout.strip()) == Path(hdit_edu.__file__).parent
