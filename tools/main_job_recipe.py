@@ -3,7 +3,8 @@ FD_OM at three sampling seeds; writes `nbs/results/main_job_recipe.json` (read b
 
 Every row is `hdit-edu train --out runs/recipe/NAME --minutes 0 --quiet OPTIONS` (the whole 3000 steps), then 210
 samples at 32 px (DPM++(3M) SDE, 50 steps, labels of real half B) per sampling seed, scored against real half A.
-A finished run in runs/recipe/NAME is scored without training again; rows already in the results file are kept.
+A finished run in runs/recipe/NAME is scored without training again (an unfinished one is resumed); rows already in
+the results file are kept.
 The stored run: `OMP_NUM_THREADS=1 python tools/main_job_recipe.py` (about 45 minutes on one CPU thread).
 """
 import argparse, json, platform, sys, time
@@ -45,7 +46,8 @@ if __name__ == '__main__':
     for name in a.rows:
         if name in res['rows']: print(f'{name}: kept'); continue
         run = run_dir(a.root, name)
-        if not list_checkpoints(run):
+        done = list_checkpoints(run) and json.loads((list_checkpoints(run)[-1] / 'trainer.json').read_text())['step']
+        if done != 3000:   # a new run, or one stopped part way: `hdit-edu train` resumes it
             assert hdit_edu_cli(['train', '--out', str(run), '--minutes', '0', '--quiet', *ROWS[name]]) == 0
         ckpt = list_checkpoints(run)[-1]
         info = json.loads((ckpt / 'trainer.json').read_text())
