@@ -31,7 +31,7 @@ if __name__ == '__main__':
                     sampler='dpmpp_3m_sde', sampler_steps=50)
     res = json.loads(out.read_text()) if out.exists() else {}
     if res.get('settings') != settings: res = {}
-    res.update(settings=settings, command='OMP_NUM_THREADS=1 python tools/ablation.py ' + ' '.join(sys.argv[1:]),
+    res.update(settings=settings, command=('OMP_NUM_THREADS=1 python tools/ablation.py ' + ' '.join(sys.argv[1:])).strip(),
                environment=dict(torch=torch.__version__, python=platform.python_version(),
                                 threads=torch.get_num_threads()), rows=res.get('rows', {}))
     data = ImageDataset(openmoji_dataset(a.size), a.size, hflip=False)      # train_simple flips itself

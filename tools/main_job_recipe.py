@@ -38,7 +38,7 @@ if __name__ == '__main__':
     a = p.parse_args()
     out = Path(a.out)
     res = json.loads(out.read_text()) if out.exists() else {}
-    res.update(command='OMP_NUM_THREADS=1 python tools/main_job_recipe.py ' + ' '.join(sys.argv[1:]), seeds=a.seeds,
+    res.update(command=('OMP_NUM_THREADS=1 python tools/main_job_recipe.py ' + ' '.join(sys.argv[1:])).strip(), seeds=a.seeds,
                protocol='210 samples at 32 px, DPM++(3M) SDE 50 steps, labels of real half B, FD_OM against half A',
                environment=dict(torch=torch.__version__, python=platform.python_version(),
                                 threads=torch.get_num_threads()), rows=res.get('rows', {}))

@@ -59,7 +59,7 @@ if __name__ == '__main__':
     a = p.parse_args()
     out = Path(a.out)
     res = json.loads(out.read_text()) if out.exists() else {}
-    res.update(command='OMP_NUM_THREADS=1 python tools/page_times.py ' + ' '.join(sys.argv[1:]),
+    res.update(command=('OMP_NUM_THREADS=1 python tools/page_times.py ' + ' '.join(sys.argv[1:])).strip(),
                rates=dict(words_per_min=WORDS_PER_MIN, code_lines_per_min=CODE_LINES_PER_MIN),
                environment=dict(python=platform.python_version(), threads=os.environ.get('OMP_NUM_THREADS')),
                pages=res.get('pages', {}))
