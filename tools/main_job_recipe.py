@@ -7,7 +7,7 @@ A finished run in runs/recipe/NAME is scored without training again (an unfinish
 the results file are kept.
 The stored run: `OMP_NUM_THREADS=1 python tools/main_job_recipe.py` (about 45 minutes on one CPU thread).
 """
-import argparse, json, platform, sys, time
+import argparse, json, platform, sys
 from pathlib import Path
 import torch
 from hdit_edu.cli import main as hdit_edu_cli

@@ -6,7 +6,7 @@ home page can say what its estimate assumes). Running: every cell the docs' test
 skipped slow cells is counted. Writes `nbs/results/page_times.json`, which the home page reads.
 The stored run: `OMP_NUM_THREADS=1 python tools/page_times.py` (one thread, like CI's notebook tests).
 """
-import argparse, json, os, platform, re, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, platform, re, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 NBS = Path(__file__).resolve().parents[1] / 'nbs'
