@@ -91,7 +91,8 @@ def ablation_model(name:str, size:int=64, num_classes:int=3, seed:int=0) -> tupl
 # %% ../nbs/12a_ablation.ipynb #50ec1356
 def equal_compute_steps(name:str, reference:str='HDiT (+ soft-min-snr)', steps:int=800, size:int=64) -> int:
     "Steps that give row `name` the training compute of `steps` steps of `reference` (same batch)."
-    macs = lambda n: count_flops(HDiT(ABLATION[n][0](size, 3)), (3, size, size))   # switches keep the MACs
+    def macs(n):                                            # the switches keep the MACs: the config is enough
+        with torch.device('meta'): return count_flops(HDiT(ABLATION[n][0](size, 3)), (3, size, size))
     return max(1, round(steps * macs(reference) / macs(name)))
 
 
@@ -100,7 +101,7 @@ def run_ablation_row(name:str, data, steps:int, size:int=64, num_classes:int=3, 
                      n_samples:int=210, log=print) -> dict:
     "Train row `name` for `steps` steps of 32 (`train_simple`); score its EMA with FD_OM at each `seeds`."
     model, weighting = ablation_model(name, size, num_classes)
-    macs = count_flops(HDiT(model.config), (3, size, size))
+    macs = count_flops(model, (3, size, size))              # counted on a copy on the meta device
     t0 = time.perf_counter()
     ema, losses = train_simple(model, data, steps=steps, weighting=weighting)
     seconds, last = time.perf_counter() - t0, sum(losses[-50:]) / len(losses[-50:])

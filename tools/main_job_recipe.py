@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from hdit_edu.cli import main as hdit_edu_cli
 from hdit_edu.checkpoint import list_checkpoints, load_checkpoint_model
-from hdit_edu.diffusion import Denoiser
 from hdit_edu.flops import count_flops
-from hdit_edu.quality import openmoji_halves, openmoji_score
-from hdit_edu.sampling import sample
+from hdit_edu.quality import openmoji_halves
+sys.path.insert(0, str(Path(__file__).parent))
+from score_run import score     # the quality protocol: 210 samples, DPM++(3M) SDE with 50 steps
 
 ROWS = {   # name: options of `hdit-edu train` (each changes one thing of the default)
     'the default (cosine from 2e-3, flips)': [],
@@ -26,10 +26,6 @@ ROWS = {   # name: options of `hdit-edu train` (each changes one thing of the de
     'deeper: depths 2 and 6': ['--depths', '2', '6']}
 
 def run_dir(root, name): return Path(root) / ''.join(c if c.isalnum() else '_' for c in name)[:40].strip('_')
-
-def score(model, labels, seed):
-    x = sample(Denoiser(model), len(labels), 32, sampler='dpmpp_3m_sde', steps=50, class_cond=labels, seed=seed)
-    return openmoji_score(x)
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,7 +53,7 @@ if __name__ == '__main__':
             row['params'], row['mmac_per_image'] = sum(q.numel() for q in model.parameters()), count_flops(model, (3, 32, 32)) / 1e6
             fds = {}
             for s in a.seeds:
-                r = score(model, labels, s); fds[s] = r['fd']; row['floor'] = r['floor']
+                r = score(model, 32, labels, seed=s); fds[s] = r['fd']; row['floor'] = r['floor']
             key = '' if weights == 'ema' else 'raw_'
             row[key + 'fd'] = {str(s): v for s, v in fds.items()}
             row[key + 'fd_mean'] = sum(fds.values()) / len(fds)
